@@ -1,0 +1,612 @@
+"""Export benchmark: the HTTP export against the database's own dump of the same rows.
+
+    python bench/export_bench.py [--db sqlite|postgresql|both] [--users N] [--repeat R]
+
+Everything goes through the project's real entry points (the `reviewpoint` CLI to
+migrate, seed, issue a key and serve; `curl` as the client), so the numbers are
+what an operator gets. See bench/README.md for how to read the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy.engine import make_url
+
+Backend = Literal["sqlite", "postgresql"]
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+CACHE_DIR = BENCH_DIR / ".cache"
+RESULTS_DIR = BENCH_DIR / "results"
+BIN = Path(sys.executable).parent
+CLI = str(BIN / "reviewpoint")
+
+COLUMNS = "id, email, name, created_at, updated_at, is_active, is_admin"
+EXPORT_PATH = "/api/v1/users/export-full"
+DEFAULT_CHUNK_ROWS = 10_000  # config.Settings.export_chunk_rows
+
+# Targets from the issue; printed next to the measurements.
+TARGET_RATIO: dict[Backend, float] = {"postgresql": 1.5, "sqlite": 2.5}
+TARGET_RSS_MB = 50.0
+TARGET_FIRST_BYTE_S = 0.200
+
+# Upper bounds for every wait, so a hung step fails the run instead of hanging it.
+SEED_TIMEOUT_S = 1800
+STEP_TIMEOUT_S = 900
+SERVER_START_S = 60
+SAMPLE_EVERY_S = 0.02
+
+MIB = 1024 * 1024
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr so stdout holds only the result table."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run(
+    args: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = STEP_TIMEOUT_S,
+    stdout: Any = subprocess.PIPE,
+) -> subprocess.CompletedProcess[str]:
+    """Run a command to completion, failing loudly with its stderr."""
+    result = subprocess.run(
+        list(args),
+        env=env,
+        cwd=ROOT,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(args[:3])} ... exited {result.returncode}: {result.stderr.strip()[-2000:]}"
+        )
+    return result
+
+
+# --------------------------------------------------------------------------- databases
+
+
+@dataclass
+class Database:
+    """One seeded database: how the service, the dump tool and the cache name it."""
+
+    backend: Backend
+    users: int
+    url: str  # REVIEWPOINT_DB_URL
+    name: str  # file path (SQLite) or database name (PostgreSQL)
+    seed_s: float | None = None  # None: reused from the cache
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(REVIEWPOINT_DB_URL=self.url, REVIEWPOINT_LOG_LEVEL="warning", **extra)
+        return env
+
+
+class Postgres:
+    """psql against the server named by --pg-url (the bench creates its own databases)."""
+
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        self.base = parsed
+        self.args = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+        self.args += ["-h", parsed.host or "127.0.0.1", "-p", str(parsed.port or 5432)]
+        self.args += ["-U", parsed.username or "postgres"]
+        self.env = dict(os.environ)
+        if parsed.password:
+            self.env["PGPASSWORD"] = parsed.password
+
+    def url(self, database: str) -> str:
+        return self.base.set(database=database).render_as_string(hide_password=False)
+
+    def scalar(self, sql: str, database: str = "postgres") -> str:
+        return run([*self.args, "-d", database, "-tAc", sql], env=self.env).stdout.strip()
+
+    def execute(self, sql: str, database: str = "postgres") -> None:
+        run([*self.args, "-d", database, "-c", sql], env=self.env)
+
+
+def _live_users_sqlite(path: Path) -> int | None:
+    if not path.exists():
+        return None
+    result = subprocess.run(
+        ["sqlite3", str(path), "SELECT count(*) FROM users WHERE is_deleted = 0"],
+        capture_output=True,
+        text=True,
+        timeout=STEP_TIMEOUT_S,
+        check=False,
+    )
+    return int(result.stdout) if result.returncode == 0 and result.stdout.strip() else None
+
+
+def _seed(db: Database) -> float:
+    """Migrate and seed with the CLI, timing the seed alone (the issue's < 2 min budget)."""
+    run([CLI, "db", "upgrade"], env=db.env())
+    started = time.perf_counter()
+    run([CLI, "seed", "--users", str(db.users)], env=db.env(), timeout=SEED_TIMEOUT_S)
+    return time.perf_counter() - started
+
+
+def prepare_sqlite(users: int) -> Database:
+    """A cached file per N; reseeded only if it does not hold exactly N live users."""
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    path = CACHE_DIR / f"sqlite-{users}.db"
+    db = Database("sqlite", users, f"sqlite+aiosqlite:///{path}", str(path))
+    if _live_users_sqlite(path) == users:
+        run([CLI, "db", "upgrade"], env=db.env())  # cheap; keeps a cached file on head
+        log(f"sqlite: reusing {path.name} ({users:,} live users)")
+        return db
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    log(f"sqlite: seeding {users:,} users into {path.name}")
+    db.seed_s = _seed(db)
+    log(f"sqlite: seeded {users:,} users in {db.seed_s:.1f} s")
+    if _live_users_sqlite(path) != users:
+        raise RuntimeError(f"{path} does not hold {users} live users after seeding")
+    return db
+
+
+def prepare_postgres(pg: Postgres, users: int) -> Database:
+    """A database `rvp_bench_<N>`, reused if it holds exactly N live users, else recreated."""
+    name = f"rvp_bench_{users}"
+    db = Database("postgresql", users, pg.url(name), name)
+    exists = pg.scalar(f"SELECT 1 FROM pg_database WHERE datname = '{name}'") == "1"
+    if exists:
+        try:
+            live = int(pg.scalar("SELECT count(*) FROM users WHERE is_deleted = false", name))
+        except (RuntimeError, ValueError):
+            live = -1
+        if live == users:
+            run([CLI, "db", "upgrade"], env=db.env())
+            log(f"postgresql: reusing database {name} ({users:,} live users)")
+            return db
+    log(f"postgresql: seeding {users:,} users into database {name}")
+    pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    pg.execute(f'CREATE DATABASE "{name}"')
+    db.seed_s = _seed(db)
+    log(f"postgresql: seeded {users:,} users in {db.seed_s:.1f} s")
+    # Set hint bits and statistics now, so no timed run pays for them.
+    pg.execute("VACUUM (ANALYZE) users", name)
+    return db
+
+
+# --------------------------------------------------------------------------- server
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _status_kib(pid: int, field_name: str) -> int:
+    """A `Vm*` line of /proc/<pid>/status in KiB (0 once the process is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    key: str
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def rss_kib(self) -> int:
+        return _status_kib(self.pid, "VmRSS")
+
+
+@contextmanager
+def serve(db: Database) -> Iterator[Server]:
+    """`reviewpoint serve` on 127.0.0.1 as a subprocess; always terminated on the way out."""
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    log_path = CACHE_DIR / f"server-{db.backend}-{db.users}.log"
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as server_log:
+        process = subprocess.Popen(
+            [CLI, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=db.env(),
+            cwd=ROOT,
+            stdout=server_log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_healthy(process, base_url, log_path)
+            key = run(
+                [CLI, "api-keys", "create", "--name", "bench", "--scope", "users:export_full"],
+                env=db.env(),
+            ).stdout.strip()
+            yield Server(process, base_url, key)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=20)
+
+
+def _wait_healthy(process: subprocess.Popen[bytes], base_url: str, log_path: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited {process.returncode}; see {log_path}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/api/v1/health", timeout=2) as response:  # noqa: S310
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server not healthy after {SERVER_START_S} s; see {log_path}")
+
+
+class RssSampler:
+    """Polls a process's VmRSS in a thread: the peak during a run, against the value before."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.before_kib = _status_kib(pid, "VmRSS")
+        self.peak_kib = self.before_kib
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        deadline = time.monotonic() + STEP_TIMEOUT_S + 60
+        while not self._stop.wait(SAMPLE_EVERY_S) and time.monotonic() < deadline:
+            self.peak_kib = max(self.peak_kib, _status_kib(self.pid, "VmRSS"))
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.peak_kib = max(self.peak_kib, _status_kib(self.pid, "VmRSS"))
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak_kib - self.before_kib) / 1024
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+@dataclass
+class Way:
+    """One way of exporting and its runs (lists hold one value per timed run)."""
+
+    label: str
+    rows: int
+    wall_s: list[float] = field(default_factory=list)
+    first_byte_s: list[float] = field(default_factory=list)
+    rss_growth_mb: list[float] = field(default_factory=list)
+    bytes: list[int] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def wall(self) -> float:
+        return statistics.median(self.wall_s)
+
+    @property
+    def first_byte(self) -> float | None:
+        return statistics.median(self.first_byte_s) if self.first_byte_s else None
+
+    @property
+    def rss_growth(self) -> float | None:
+        """The worst run, untimed ones included: memory is a ceiling, not an average."""
+        growth = self.rss_growth_mb + self.notes.get("untimed_rss_growth_mb", [])
+        return max(growth) if growth else None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "median_wall_s": self.wall,
+            "rows_per_s": self.rows / self.wall,
+            "median_first_byte_s": self.first_byte,
+            "max_rss_growth_mb": self.rss_growth,
+        }
+
+
+def http_export(server: Server, way: Way, *, output: str = os.devnull, record: bool = True) -> None:
+    """One download with curl, the server's RSS sampled meanwhile."""
+    write_out = "%{http_code} %{time_starttransfer} %{time_total} %{size_download}"
+    command = ["curl", "-s", "-o", output, "-w", write_out, "--max-time", str(STEP_TIMEOUT_S)]
+    command += ["-H", f"X-API-Key: {server.key}", server.base_url + EXPORT_PATH]
+    with RssSampler(server.pid) as rss:
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=STEP_TIMEOUT_S + 30,
+            check=False,
+        )
+    status, first_byte, total, size = result.stdout.split()
+    if result.returncode != 0 or status != "200":
+        raise RuntimeError(f"curl exit {result.returncode}, HTTP {status}: {result.stderr}")
+    if not record:
+        way.notes.setdefault("untimed_rss_growth_mb", []).append(round(rss.growth_mb, 1))
+        return
+    way.wall_s.append(float(total))
+    way.first_byte_s.append(float(first_byte))
+    way.bytes.append(int(size))
+    way.rss_growth_mb.append(rss.growth_mb)
+    way.notes.setdefault("server_rss_before_mb", []).append(round(rss.before_kib / 1024, 1))
+
+
+def dump_command(db: Database, pg: Postgres | None) -> list[str]:
+    """The database's own CSV dump of the export's rows and columns, in id order."""
+    if db.backend == "sqlite":
+        query = f"SELECT {COLUMNS} FROM users WHERE is_deleted = 0 ORDER BY id"
+        return ["sqlite3", "-csv", "-header", db.name, query]
+    assert pg is not None
+    query = f"SELECT {COLUMNS} FROM users WHERE is_deleted = false ORDER BY id"
+    return [*pg.args, "-d", db.name, "-c", f"\\copy ({query}) TO STDOUT WITH CSV HEADER"]
+
+
+def db_dump(command: list[str], env: dict[str, str], way: Way, *, record: bool = True) -> None:
+    with open(os.devnull, "w") as devnull:
+        started = time.perf_counter()
+        run(command, env=env, stdout=devnull)
+        wall = time.perf_counter() - started
+    if record:
+        way.wall_s.append(wall)
+
+
+def in_memory(db: Database, way: Way) -> str:
+    """The seed-style baseline in its own process; returns the SHA-256 of its CSV."""
+    script = str(BENCH_DIR / "inmemory_baseline.py")
+    result = run([sys.executable, script, "--db-url", db.url], env=db.env())
+    report = json.loads(result.stdout)
+    if report["rows"] != db.users:
+        raise RuntimeError(f"in-memory baseline read {report['rows']} rows, not {db.users}")
+    way.wall_s.append(report["wall_s"])
+    way.bytes.append(report["bytes"])
+    way.rss_growth_mb.append((report["peak_rss_kib"] - report["rss_before_kib"]) / 1024)
+    way.notes.setdefault("peak_rss_mb", []).append(round(report["peak_rss_kib"] / 1024, 1))
+    sha: str = report["sha256"]
+    return sha
+
+
+def verify_download(server: Server, way: Way) -> dict[str, Any]:
+    """Download once to a file and parse it: N records plus the header, nothing cut off.
+
+    Untimed (it writes a real file), but its RSS growth counts: it is the cold run.
+    """
+    users = way.rows
+    with tempfile.TemporaryDirectory(prefix="rvp-bench-") as tmp:
+        path = Path(tmp) / "export.csv"
+        http_export(server, way, output=str(path), record=False)
+        digest = hashlib.sha256()
+        with path.open("rb") as raw:
+            for block in iter(lambda: raw.read(MIB), b""):
+                digest.update(block)
+        with path.open(newline="", encoding="utf-8") as text:
+            reader = csv.reader(text)
+            header = next(reader)
+            records = sum(1 for _ in reader)
+        size = path.stat().st_size
+    if header != COLUMNS.split(", ") or records != users:
+        raise RuntimeError(f"export has header {header} and {records} records, not {users}")
+    return {"records": records + 1, "bytes": size, "sha256": digest.hexdigest()}
+
+
+# --------------------------------------------------------------------------- one backend
+
+
+def bench_backend(
+    backend: Backend, pg: Postgres | None, users: int, small: int, repeat: int
+) -> dict[str, Any]:
+    """Seed (or reuse), then export, dump and load-everything side by side, R times each."""
+    if backend == "sqlite":
+        db, small_db = prepare_sqlite(users), prepare_sqlite(small)
+    else:
+        assert pg is not None
+        db, small_db = prepare_postgres(pg, users), prepare_postgres(pg, small)
+
+    dump_tool = "sqlite3 -csv" if backend == "sqlite" else "psql \\copy"
+    export = Way("HTTP export-full (curl)", users)
+    dump = Way(f"{dump_tool} (database dump)", users)
+    memory = Way("in-memory ORM + csv (seed style)", users)
+    small_export = Way(f"HTTP export-full, {small:,} users", small)
+    dump_env = db.env() if pg is None else pg.env
+    command = dump_command(db, pg)
+
+    with serve(db) as server:
+        log(f"{backend}: server pid {server.pid} on {server.base_url}")
+        started_rss = server.rss_kib()
+        verification = verify_download(server, export)  # also warms both caches
+        db_dump(command, dump_env, dump, record=False)  # warm-up
+        sha_memory = ""
+        for index in range(repeat):
+            log(f"{backend}: run {index + 1}/{repeat}")
+            http_export(server, export)
+            db_dump(command, dump_env, dump)
+            sha_memory = in_memory(db, memory)
+            log(
+                f"{backend}: export {export.wall_s[-1]:.2f} s, dump {dump.wall_s[-1]:.2f} s, "
+                f"in-memory {memory.wall_s[-1]:.2f} s"
+            )
+        export.notes["server_hwm_mb"] = round(_status_kib(server.pid, "VmHWM") / 1024, 1)
+        export.notes["server_rss_at_start_mb"] = round(started_rss / 1024, 1)
+
+    with serve(small_db) as server:
+        http_export(server, small_export, record=False)  # warm-up, growth kept in notes
+        for _ in range(repeat):
+            http_export(server, small_export)
+
+    verification["identical_to_python_encoder"] = sha_memory == verification["sha256"]
+    if not verification["identical_to_python_encoder"]:
+        log(f"{backend}: WARNING the HTTP export differs from the in-memory CSV encoder")
+    return {
+        "backend": backend,
+        "users": users,
+        "small_users": small,
+        "repeat": repeat,
+        "chunk_rows": int(os.environ.get("REVIEWPOINT_EXPORT_CHUNK_ROWS", DEFAULT_CHUNK_ROWS)),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seed_s": {str(users): db.seed_s, str(small): small_db.seed_s},
+        "ways": {
+            "http_export": export.summary(),
+            "db_dump": dump.summary(),
+            "in_memory": memory.summary(),
+            "http_export_small": small_export.summary(),
+        },
+        "ratio_export_to_dump": export.wall / dump.wall,
+        "ratio_in_memory_to_dump": memory.wall / dump.wall,
+        "targets": {
+            "ratio_export_to_dump_max": TARGET_RATIO[backend],
+            "rss_growth_mb_max": TARGET_RSS_MB,
+            "first_byte_s_max": TARGET_FIRST_BYTE_S,
+        },
+        "verification": verification,
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f} ms"
+
+
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f} MB"
+
+
+def _verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def render(result: dict[str, Any]) -> str:
+    """The table for one backend, with each target and whether it was met."""
+    backend: Backend = result["backend"]
+    ways = result["ways"]
+    seeds = ", ".join(
+        f"{int(n):,}: {'cached' if s is None else f'seeded in {s:.1f} s'}"
+        for n, s in result["seed_s"].items()
+    )
+    lines = [
+        f"== {backend}: {result['users']:,} live users, median of {result['repeat']} runs, "
+        f"chunk {result['chunk_rows']:,} rows ({seeds})",
+        f"{'way of exporting':<36} {'wall':>9} {'rows/s':>11} {'first byte':>11} "
+        f"{'peak RSS growth':>16}",
+    ]
+    for way in ways.values():
+        lines.append(
+            f"{way['label']:<36} {_seconds(way['median_wall_s']):>9} "
+            f"{way['rows_per_s']:>11,.0f} {_ms(way['median_first_byte_s']):>11} "
+            f"{_mb(way['max_rss_growth_mb']):>16}"
+        )
+    export, small = ways["http_export"], ways["http_export_small"]
+    ratio, target = result["ratio_export_to_dump"], TARGET_RATIO[backend]
+    growth = max(export["max_rss_growth_mb"], small["max_rss_growth_mb"])
+    first_byte = export["median_first_byte_s"]
+    verification = result["verification"]
+    lines += [
+        f"ratio export / dump     {ratio:5.2f}x   target <= {target}x   "
+        f"{_verdict(ratio <= target)}",
+        f"ratio in-memory / dump  {result['ratio_in_memory_to_dump']:5.2f}x   (for scale)",
+        f"server RSS growth       {_mb(export['max_rss_growth_mb'])} at {result['users']:,}, "
+        f"{_mb(small['max_rss_growth_mb'])} at {result['small_users']:,}   "
+        f"target <= {TARGET_RSS_MB:.0f} MB   {_verdict(growth <= TARGET_RSS_MB)}",
+        f"first byte              {_ms(first_byte)}   target <= "
+        f"{TARGET_FIRST_BYTE_S * 1000:.0f} ms   {_verdict(first_byte <= TARGET_FIRST_BYTE_S)}",
+        f"download checked        {verification['records']:,} CSV records (header + "
+        f"{result['users']:,}), {verification['bytes']:,} bytes, byte-identical to the "
+        f"in-memory CSV: {'yes' if verification['identical_to_python_encoder'] else 'NO'}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Time GET /api/v1/users/export-full against the database's own CSV dump."
+    )
+    parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--users", type=int, default=1_000_000, help="live users to export")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per way (median)")
+    parser.add_argument(
+        "--small-users", type=int, default=10_000, help="second, small export for RSS growth"
+    )
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432"),
+        help="PostgreSQL server for the bench databases (env BENCH_PG_URL)",
+    )
+    args = parser.parse_args(argv)
+    if args.users < 1 or args.small_users < 1 or not 1 <= args.repeat <= 100:
+        parser.error("--users and --small-users must be >= 1, --repeat between 1 and 100")
+    for tool in ("curl", "sqlite3", "psql"):
+        if shutil.which(tool) is None:
+            parser.error(f"{tool} is not on PATH")
+
+    backends: list[Backend] = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
+    pg = Postgres(args.pg_url)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    failed = []
+    for backend in backends:
+        try:
+            result = bench_backend(
+                backend,
+                pg if backend == "postgresql" else None,
+                args.users,
+                args.small_users,
+                args.repeat,
+            )
+        except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+            # One broken backend must not hide the other's numbers.
+            log(f"{backend}: FAILED: {error}")
+            failed.append(backend)
+            continue
+        path = RESULTS_DIR / f"latest-{backend}.json"
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        log(f"{backend}: results in {path.relative_to(ROOT)}")
+        print(render(result) + "\n", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Who is calling, and may they: the dependencies routes declare.
+
+Credentials travel two ways: `Authorization: Bearer <JWT>` for people (admins)
+and `X-API-Key: rvp_...` for integrations. How they travel is read here; how
+they are checked lives in `security` and `api_keys.service`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import Depends
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+
+from reviewpoint import features, security
+from reviewpoint.api_keys import service as api_keys
+from reviewpoint.config import AppSettings
+from reviewpoint.db import Session
+from reviewpoint.errors import FeatureDisabled, NotAuthenticated, NotPermitted
+from reviewpoint.users import repository as users
+from reviewpoint.users.models import User
+
+_bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/login", auto_error=False)
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
+
+BearerToken = Annotated[str | None, Depends(_bearer)]
+ApiKeySecret = Annotated[str | None, Depends(_api_key)]
+
+
+async def _user_from_token(session: Session, settings: AppSettings, token: str) -> User:
+    subject = security.read_access_token(token, secret=settings.jwt_secret_key.get_secret_value())
+    user = None
+    if subject is not None and subject.isdigit():
+        user = await users.get_live(session, user_id=int(subject))
+    if user is None or not user.is_active:
+        raise NotAuthenticated("Invalid or expired access token")
+    return user
+
+
+async def get_current_user(session: Session, settings: AppSettings, token: BearerToken) -> User:
+    if not token:
+        raise NotAuthenticated("Not authenticated")
+    return await _user_from_token(session, settings, token)
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+async def get_current_admin(user: CurrentUser) -> User:
+    if not user.is_admin:
+        raise NotPermitted("Administrator privileges required")
+    return user
+
+
+CurrentAdmin = Annotated[User, Depends(get_current_admin)]
+
+
+@dataclass(frozen=True)
+class ExportPrincipal:
+    """Who runs an export, as the audit log names them."""
+
+    kind: Literal["api_key", "user"]
+    id: int
+    label: str
+
+
+def require_scope(scope: str) -> Callable[..., Awaitable[ExportPrincipal]]:
+    """An export credential: an API key holding `scope`, or an active admin's token.
+
+    When both headers are sent the API key decides; it is never silently
+    replaced by the other credential.
+    """
+
+    async def principal(
+        session: Session, settings: AppSettings, api_key: ApiKeySecret, token: BearerToken
+    ) -> ExportPrincipal:
+        if api_key:
+            key = await api_keys.authenticate(session, secret=api_key)
+            if key is None:
+                raise NotAuthenticated("Invalid, expired or revoked API key")
+            if not api_keys.grants(key.scope_list, scope):
+                raise NotPermitted(f"API key lacks the '{scope}' scope")
+            return ExportPrincipal(kind="api_key", id=key.id, label=f"{key.name} ({key.prefix})")
+        if token:
+            user = await _user_from_token(session, settings, token)
+            if not user.is_admin:
+                raise NotPermitted("Administrator privileges required")
+            return ExportPrincipal(kind="user", id=user.id, label=user.email)
+        raise NotAuthenticated("Not authenticated: send an X-API-Key or a Bearer token")
+
+    return principal
+
+
+def require_feature(name: str) -> Callable[[AppSettings], None]:
+    """Route dependency that answers 403 while `name` is switched off.
+
+    Declared in the route's `dependencies`, which FastAPI resolves before any
+    parameter, so a disabled feature is reported before credentials are checked.
+    """
+    if name not in features.FEATURES:
+        raise KeyError(f"unknown feature {name!r}")
+
+    def check(settings: AppSettings) -> None:
+        if not features.is_enabled(settings, name):
+            raise FeatureDisabled(name)
+
+    return check

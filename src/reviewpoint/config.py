@@ -1,0 +1,112 @@
+"""Settings read from `REVIEWPOINT_*` environment variables and an optional `.env` file."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import Depends, Request
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Known publicly (it is in this file), so only development and tests may use it.
+DEV_JWT_SECRET = "reviewpoint-dev-secret-do-not-use-in-production"  # noqa: S105
+MIN_PROD_SECRET_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="REVIEWPOINT_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    env: Literal["dev", "test", "prod"] = "dev"
+    db_url: str = "sqlite+aiosqlite:///./reviewpoint.db"
+    jwt_secret_key: SecretStr = SecretStr(DEV_JWT_SECRET)
+    access_token_expire_minutes: int = Field(default=30, gt=0, le=60 * 24 * 30)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Rows per database round trip in an export: large enough that per-chunk
+    # overhead vanishes, small enough that a chunk stays a few MB.
+    export_chunk_rows: int = Field(default=10_000, ge=1, le=1_000_000)
+
+    # Feature flags; see features.py for how these combine.
+    features: Annotated[list[str] | None, NoDecode] = None
+    feature_users: bool | None = None
+    feature_users_export: bool | None = None
+    feature_users_export_full: bool | None = None
+    feature_users_export_alive: bool | None = None
+    feature_users_export_simple: bool | None = None
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _split_features(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+    @field_validator("db_url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "must start with sqlite+aiosqlite:// or postgresql+asyncpg:// "
+                f"(got {value.split('://', 1)[0]}://...)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _prod_needs_real_secret(self) -> Settings:
+        if self.env == "prod":
+            secret = self.jwt_secret_key.get_secret_value()
+            if secret == DEV_JWT_SECRET or len(secret) < MIN_PROD_SECRET_LENGTH:
+                raise ValueError(
+                    "REVIEWPOINT_JWT_SECRET_KEY must be set to a random string of at least "
+                    f"{MIN_PROD_SECRET_LENGTH} characters when REVIEWPOINT_ENV=prod"
+                )
+        if self.features is not None:
+            from reviewpoint.features import FEATURES
+
+            unknown = [name for name in self.features if name not in FEATURES]
+            if unknown:
+                raise ValueError(
+                    f"REVIEWPOINT_FEATURES names unknown feature(s) {', '.join(unknown)}; "
+                    f"known: {', '.join(FEATURES)}"
+                )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.db_url.startswith("sqlite")
+
+
+class SettingsError(Exception):
+    """A setting is invalid; the message is one line an operator can act on."""
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per bad setting, named as the operator would set it."""
+    parts = []
+    for item in error.errors():
+        field = "_".join(str(loc) for loc in item["loc"])
+        name = f"REVIEWPOINT_{field.upper()}" if field else "settings"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        parts.append(message if message.startswith("REVIEWPOINT_") else f"{name}: {message}")
+    return "; ".join(parts)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning pydantic's multi-line report into a `SettingsError`."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise SettingsError(f"invalid configuration: {describe_validation_error(error)}") from None
+
+
+def get_app_settings(request: Request) -> Settings:
+    """The settings this app was created with (tests build apps with their own)."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+AppSettings = Annotated[Settings, Depends(get_app_settings)]

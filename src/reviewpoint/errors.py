@@ -1,0 +1,79 @@
+"""The error tree services raise, and the one place that turns it into HTTP."""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+log = logging.getLogger("reviewpoint.errors")
+
+
+class AppError(Exception):
+    status_code: ClassVar[int] = 400
+    headers: ClassVar[dict[str, str] | None] = None
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadRequest(AppError):
+    status_code = 400
+
+
+class NotAuthenticated(AppError):
+    status_code = 401
+    headers: ClassVar[dict[str, str] | None] = {
+        "WWW-Authenticate": 'Bearer, ApiKey header="X-API-Key"'
+    }
+
+
+class NotPermitted(AppError):
+    status_code = 403
+
+
+class FeatureDisabled(NotPermitted):
+    def __init__(self, feature: str) -> None:
+        super().__init__(f"Feature '{feature}' is disabled")
+        self.feature = feature
+
+
+class ResourceNotFound(AppError):
+    status_code = 404
+
+
+class Conflict(AppError):
+    status_code = 409
+
+
+class ServiceUnavailable(AppError):
+    status_code = 503
+
+
+async def _render_app_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _render_database_down(request: Request, exc: Exception) -> JSONResponse:
+    # A lost or refused database connection is the operator's problem, not the
+    # client's: say so with 503 so load balancers and clients retry later.
+    log.error("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
+    return JSONResponse({"detail": "Database unavailable"}, status_code=503)
+
+
+async def _render_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "Internal server error"}, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _render_app_error)
+    app.add_exception_handler(OperationalError, _render_database_down)
+    app.add_exception_handler(InterfaceError, _render_database_down)
+    app.add_exception_handler(OSError, _render_database_down)
+    app.add_exception_handler(Exception, _render_unexpected)

@@ -1,0 +1,127 @@
+"""The seed's four endpoints under /api/v1/users."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel
+
+from reviewpoint.auth.deps import ExportPrincipal, require_feature, require_scope
+from reviewpoint.config import AppSettings
+from reviewpoint.db import Engine
+from reviewpoint.errors import BadRequest
+from reviewpoint.exports.encoders import FULL, MINIMAL
+from reviewpoint.exports.stream import CsvStreamingResponse, open_export
+
+router = APIRouter(prefix="/api/v1/users")
+
+_EXPORT_ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"description": "Missing, unknown, expired or revoked credentials"},
+    403: {"description": "Feature disabled, scope missing, or not an administrator"},
+    503: {"description": "Database unavailable; nothing was sent"},
+}
+
+
+def _csv_example(text: str) -> dict[int | str, dict[str, object]]:
+    return {200: {"description": "CSV download", "content": {"text/csv": {"example": text}}}}
+
+
+class ExportAliveResponse(BaseModel):
+    status: Literal["users export alive"] = "users export alive"
+
+
+class ExportSimpleResponse(BaseModel):
+    users: Literal["export simple status"] = "export simple status"
+
+
+@router.get(
+    "/export",
+    summary="Export users as CSV (minimal format)",
+    # CsvStreamingResponse takes no status_code, so FastAPI cannot infer the
+    # documented one; without this, generating /openapi.json fails.
+    status_code=200,
+    description=(
+        "Every live user, ordered by id, as CSV with columns `id,email,name`. "
+        "Needs an API key with scope `users:export` (or `users:export_full`) "
+        "or an administrator's bearer token. `email` narrows the export to one "
+        "address (case-insensitive); `format` must be `csv`."
+    ),
+    tags=["User Management", "Export"],
+    response_class=CsvStreamingResponse,
+    responses={
+        **_csv_example("id,email,name\r\n123,john@example.com,John Doe\r\n"),
+        400: {"description": "Unsupported format"},
+        **_EXPORT_ERRORS,
+    },
+    dependencies=[Depends(require_feature("users:export"))],
+)
+async def export_users_csv(
+    engine: Engine,
+    settings: AppSettings,
+    principal: Annotated[ExportPrincipal, Depends(require_scope("users:export"))],
+    email: Annotated[str | None, Query(description="Filter by specific email address")] = None,
+    format: Annotated[str, Query(description="Export format (only csv supported)")] = "csv",
+) -> CsvStreamingResponse:
+    if format.lower() != "csv":
+        raise BadRequest("Unsupported format. Only 'csv' is supported.")
+    body = await open_export(
+        engine, MINIMAL, email=email, chunk_rows=settings.export_chunk_rows, audit=principal.label
+    )
+    return CsvStreamingResponse(body, filename=MINIMAL.filename)
+
+
+@router.get(
+    "/export-full",
+    summary="Export users as CSV (complete format)",
+    status_code=200,
+    description=(
+        "Every live user, ordered by id, with "
+        "`id,email,name,created_at,updated_at,is_active,is_admin`. Timestamps are "
+        "ISO 8601 UTC ending in `Z`, booleans `true`/`false`. Needs an API key "
+        "with scope `users:export_full` or an administrator's bearer token."
+    ),
+    tags=["User Management", "Export"],
+    response_class=CsvStreamingResponse,
+    responses={
+        **_csv_example(
+            "id,email,name,created_at,updated_at,is_active,is_admin\r\n"
+            "123,john@example.com,John Doe,2025-01-08T10:30:00Z,2025-01-08T15:45:00Z,true,false\r\n"
+        ),
+        **_EXPORT_ERRORS,
+    },
+    dependencies=[Depends(require_feature("users:export_full"))],
+)
+async def export_users_full_csv(
+    engine: Engine,
+    settings: AppSettings,
+    principal: Annotated[ExportPrincipal, Depends(require_scope("users:export_full"))],
+) -> CsvStreamingResponse:
+    body = await open_export(
+        engine, FULL, email=None, chunk_rows=settings.export_chunk_rows, audit=principal.label
+    )
+    return CsvStreamingResponse(body, filename=FULL.filename)
+
+
+@router.get(
+    "/export-alive",
+    summary="Test export router health",
+    description="No authentication. Feature flag `users:export_alive`.",
+    tags=["Health", "Export"],
+    responses={403: {"description": "Export alive feature not enabled"}},
+    dependencies=[Depends(require_feature("users:export_alive"))],
+)
+async def export_alive() -> ExportAliveResponse:
+    return ExportAliveResponse()
+
+
+@router.get(
+    "/export-simple",
+    summary="Simple export test endpoint",
+    description="No authentication. Feature flag `users:export_simple`.",
+    tags=["Health", "Export"],
+    responses={403: {"description": "Export simple feature not enabled"}},
+    dependencies=[Depends(require_feature("users:export_simple"))],
+)
+async def export_simple() -> ExportSimpleResponse:
+    return ExportSimpleResponse()

@@ -1,0 +1,52 @@
+"""The application: engines for its lifetime, middleware, routers, one error handler."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from reviewpoint import __version__
+from reviewpoint.api_keys.router import router as api_keys_router
+from reviewpoint.auth.router import router as auth_router
+from reviewpoint.config import Settings, load_settings
+from reviewpoint.db import create_engine
+from reviewpoint.errors import install_error_handlers
+from reviewpoint.exports.router import router as exports_router
+from reviewpoint.health import router as health_router
+from reviewpoint.request_id import RequestIdMiddleware, configure_logging
+from reviewpoint.users.router import router as users_router
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; with no settings, read them from the environment (uvicorn's factory)."""
+    settings = settings or load_settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.db_url)
+        app.state.engine = engine
+        app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    # Swagger UI and ReDoc assets come from the fastapi-offline package, so /docs
+    # and /redoc work without internet access.
+    app: FastAPI = FastAPIOffline(
+        title="ReViewPoint user export service",
+        version=__version__,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.add_middleware(RequestIdMiddleware)
+    install_error_handlers(app)
+    # Exports first: their fixed paths must win over /users/{id}.
+    for router in (health_router, auth_router, exports_router, users_router, api_keys_router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,68 @@
+"""The core user API for administrators."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from reviewpoint.auth.deps import CurrentAdmin
+from reviewpoint.db import Session
+from reviewpoint.errors import Conflict
+from reviewpoint.users import service
+from reviewpoint.users.schemas import UserCreate, UserPublic, UsersPublic, UserUpdate
+
+router = APIRouter(
+    prefix="/api/v1/users",
+    tags=["User Management"],
+    responses={
+        401: {"description": "Missing or invalid token"},
+        403: {"description": "Not an administrator"},
+    },
+)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"description": "Email already registered"}},
+)
+async def create_user(session: Session, admin: CurrentAdmin, data: UserCreate) -> UserPublic:
+    return UserPublic.model_validate(await service.create(session, data=data))
+
+
+@router.get("")
+async def list_users(
+    session: Session,
+    admin: CurrentAdmin,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> UsersPublic:
+    page, count = await service.list_page(session, offset=offset, limit=limit)
+    return UsersPublic(data=[UserPublic.model_validate(user) for user in page], count=count)
+
+
+@router.get("/{user_id:int}", responses={404: {"description": "No such user"}})
+async def get_user(session: Session, admin: CurrentAdmin, user_id: int) -> UserPublic:
+    return UserPublic.model_validate(await service.get(session, user_id=user_id))
+
+
+@router.patch(
+    "/{user_id:int}",
+    responses={404: {"description": "No such user"}, 409: {"description": "Email taken"}},
+)
+async def update_user(
+    session: Session, admin: CurrentAdmin, user_id: int, data: UserUpdate
+) -> UserPublic:
+    return UserPublic.model_validate(await service.update(session, user_id=user_id, data=data))
+
+
+@router.delete(
+    "/{user_id:int}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: {"description": "No such user"}, 409: {"description": "Own account"}},
+)
+async def delete_user(session: Session, admin: CurrentAdmin, user_id: int) -> None:
+    if user_id == admin.id:
+        raise Conflict("Administrators cannot delete their own account")
+    await service.soft_delete(session, user_id=user_id)

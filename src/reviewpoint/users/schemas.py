@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
+
+from reviewpoint.users.models import NAME_MAX_LENGTH
+
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_LENGTH = 1024
+
+
+def _no_nul(value: str | None) -> str | None:
+    # PostgreSQL text cannot hold NUL; refusing it here keeps both databases alike.
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Name = Annotated[str | None, Field(max_length=NAME_MAX_LENGTH), AfterValidator(_no_nul)]
+Password = Annotated[str, Field(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH)]
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr
+    password: Password
+    name: Name = None
+    is_active: bool = True
+    is_admin: bool = False
+
+
+class UserUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr | None = None
+    password: Password | None = None
+    name: Name = None
+    is_active: bool | None = None
+    is_admin: bool | None = None
+
+
+class UserPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    email: str
+    name: str | None
+    is_active: bool
+    is_admin: bool
+    created_at: datetime
+    updated_at: datetime
+    last_login_at: datetime | None
+
+
+class UsersPublic(BaseModel):
+    data: list[UserPublic]
+    count: int

@@ -1,0 +1,109 @@
+"""User rules: unique emails, soft deletes, password checks.
+
+Argon2 hashing takes tens of milliseconds of CPU, so it runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from reviewpoint import security
+from reviewpoint.db import utcnow
+from reviewpoint.errors import Conflict, ResourceNotFound
+from reviewpoint.users import repository
+from reviewpoint.users.models import User
+from reviewpoint.users.schemas import UserCreate, UserUpdate
+
+
+class EmailTaken(Conflict):
+    def __init__(self) -> None:
+        super().__init__("A user with this email already exists")
+
+
+class UserNotFound(ResourceNotFound):
+    def __init__(self) -> None:
+        super().__init__("User not found")
+
+
+async def _flush_unique(session: AsyncSession) -> None:
+    """Flush inside a savepoint so a lost race on the email index becomes a 409."""
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        raise EmailTaken() from None
+
+
+async def create(session: AsyncSession, *, data: UserCreate) -> User:
+    if await repository.get_live_by_email(session, email=data.email) is not None:
+        raise EmailTaken()
+    user = User(
+        email=data.email,
+        hashed_password=await asyncio.to_thread(security.hash_password, data.password),
+        name=data.name,
+        is_active=data.is_active,
+        is_admin=data.is_admin,
+    )
+    session.add(user)
+    await _flush_unique(session)
+    return user
+
+
+async def get(session: AsyncSession, *, user_id: int) -> User:
+    user = await repository.get_live(session, user_id=user_id)
+    if user is None:
+        raise UserNotFound()
+    return user
+
+
+async def list_page(
+    session: AsyncSession, *, offset: int, limit: int
+) -> tuple[Sequence[User], int]:
+    return await repository.list_live(session, offset=offset, limit=limit)
+
+
+async def update(session: AsyncSession, *, user_id: int, data: UserUpdate) -> User:
+    user = await get(session, user_id=user_id)
+    changes = data.model_dump(exclude_unset=True)
+    new_email = changes.get("email")
+    if (
+        new_email is not None
+        and new_email.lower() != user.email.lower()
+        and await repository.get_live_by_email(session, email=new_email) is not None
+    ):
+        raise EmailTaken()
+    password = changes.pop("password", None)
+    if password is not None:
+        user.hashed_password = await asyncio.to_thread(security.hash_password, password)
+    for field in ("email", "name", "is_active", "is_admin"):
+        if field in changes and (changes[field] is not None or field == "name"):
+            setattr(user, field, changes[field])
+    user.updated_at = utcnow()
+    await _flush_unique(session)
+    return user
+
+
+async def soft_delete(session: AsyncSession, *, user_id: int) -> None:
+    """Keep the row for audits; the user leaves logins, listings and exports."""
+    user = await get(session, user_id=user_id)
+    user.is_deleted = True
+    user.is_active = False
+    user.updated_at = utcnow()
+    await session.flush()
+
+
+async def authenticate(session: AsyncSession, *, email: str, password: str) -> User | None:
+    user = await repository.get_live_by_email(session, email=email)
+    if user is None:
+        await asyncio.to_thread(security.dummy_verify)
+        return None
+    valid = await asyncio.to_thread(security.verify_password, password, user.hashed_password)
+    if not valid or not user.is_active:
+        return None
+    user.last_login_at = utcnow()
+    await session.flush()
+    return user

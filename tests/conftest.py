@@ -1,0 +1,142 @@
+"""Real databases for every test: SQLite files always, PostgreSQL when configured.
+
+Each database is built by the Alembic migrations once per session (so the
+migrations run on every test run) and then copied per test: a file copy on
+SQLite, `CREATE DATABASE ... TEMPLATE` on PostgreSQL. Tests never share rows.
+
+Set `REVIEWPOINT_TEST_DB_URL=postgresql+asyncpg://user@host:port/db` to add the
+PostgreSQL variant of every database test; `db` names an existing database used
+only to create and drop the per-test ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
+
+from reviewpoint.config import Settings, load_settings
+from reviewpoint.main import create_app
+from reviewpoint.migrations import upgrade
+
+PG_URL = os.environ.get("REVIEWPOINT_TEST_DB_URL", "")
+BACKENDS = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
+
+
+def _pg_dsn(database: str | None = None) -> str:
+    url = make_url(PG_URL).set(drivername="postgresql")
+    if database is not None:
+        url = url.set(database=database)
+    return url.render_as_string(hide_password=False)
+
+
+def pg_execute(sql: str, database: str | None = None) -> None:
+    async def run() -> None:
+        connection = await asyncpg.connect(_pg_dsn(database))
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    name = f"rvp_template_{os.getpid()}"
+    pg_execute(f'DROP DATABASE IF EXISTS "{name}"')
+    pg_execute(f'CREATE DATABASE "{name}"')
+    upgrade(make_url(PG_URL).set(database=name).render_as_string(hide_password=False))
+    yield name
+    pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A freshly migrated, empty database of each backend."""
+    if request.param == "sqlite":
+        path = tmp_path / "reviewpoint.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    template = request.getfixturevalue("pg_template")
+    name = f"rvp_test_{uuid.uuid4().hex[:12]}"
+    pg_execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    try:
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    # _env_file=None: a developer's .env must not leak into tests.
+    return load_settings(_env_file=None, env="test", db_url=db_url, log_level="warning")
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+class LiveServer:
+    """The app under a real uvicorn on 127.0.0.1, in a thread of this process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        config = uvicorn.Config(create_app(settings), log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.sock.close()
+
+
+@pytest.fixture
+def live_server(settings: Settings) -> Iterator[LiveServer]:
+    with LiveServer(settings) as server:
+        yield server
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how many PostgreSQL tests passed, so CI can insist on more than zero."""
+    passed = terminalreporter.stats.get("passed", [])
+    count = sum(1 for report in passed if "postgresql" in report.nodeid)
+    terminalreporter.write_line(f"PostgreSQL tests passed: {count}")

@@ -1,0 +1,104 @@
+"""Test data, made through the project's own services (never by mocking them)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+
+from fastapi.testclient import TestClient
+from sqlalchemy import insert
+
+from reviewpoint import security
+from reviewpoint.api_keys import service as api_keys
+from reviewpoint.api_keys.schemas import Scope
+from reviewpoint.db import create_engine, standalone_session, utcnow
+from reviewpoint.users import service as users
+from reviewpoint.users.models import User
+from reviewpoint.users.schemas import UserCreate
+
+ADMIN_PASSWORD = "admin-password-1"
+_BULK_HASH = security.hash_password("bulk-user-password")
+
+
+def create_user(
+    db_url: str,
+    email: str,
+    *,
+    password: str = "user-password-1",
+    name: str | None = None,
+    is_admin: bool = False,
+    is_active: bool = True,
+) -> int:
+    async def run() -> int:
+        async with standalone_session(db_url) as session:
+            data = UserCreate(
+                email=email, password=password, name=name, is_admin=is_admin, is_active=is_active
+            )
+            return (await users.create(session, data=data)).id
+
+    return asyncio.run(run())
+
+
+def insert_users(
+    db_url: str,
+    rows: Sequence[tuple[str, str | None]],
+    *,
+    created_at: datetime | None = None,
+) -> None:
+    """Many users at once, sharing one password hash (Argon2 per row would be slow)."""
+    moment = created_at or utcnow()
+    values = [
+        {
+            "email": email,
+            "name": name,
+            "hashed_password": _BULK_HASH,
+            "created_at": moment,
+            "updated_at": moment,
+        }
+        for email, name in rows
+    ]
+
+    async def run() -> None:
+        engine = create_engine(db_url)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(insert(User), values)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def create_api_key(
+    db_url: str, scopes: Sequence[Scope], *, name: str = "test", expires_in_days: int | None = None
+) -> tuple[int, str]:
+    async def run() -> tuple[int, str]:
+        async with standalone_session(db_url) as session:
+            key, secret = await api_keys.create(
+                session, name=name, scopes=list(scopes), expires_in_days=expires_in_days
+            )
+            return key.id, secret
+
+    return asyncio.run(run())
+
+
+def revoke_api_key(db_url: str, key_id: int) -> None:
+    async def run() -> None:
+        async with standalone_session(db_url) as session:
+            await api_keys.revoke(session, key_id=key_id)
+
+    asyncio.run(run())
+
+
+def login(client: TestClient, email: str, password: str) -> dict[str, str]:
+    response = client.post("/api/v1/auth/login", data={"username": email, "password": password})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def admin_headers(
+    client: TestClient, db_url: str, email: str = "admin@example.com"
+) -> dict[str, str]:
+    create_user(db_url, email, password=ADMIN_PASSWORD, name="Admin", is_admin=True)
+    return login(client, email, ADMIN_PASSWORD)
