@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 log = logging.getLogger("reviewpoint.errors")
 
@@ -66,6 +66,23 @@ async def _render_database_down(request: Request, exc: Exception) -> JSONRespons
     return JSONResponse({"detail": "Database unavailable"}, status_code=503)
 
 
+# SQLSTATE classes that mean "the database cannot serve us right now" rather than
+# "this statement is wrong": connection exceptions (08), invalid authorization (28),
+# unknown database (3D), insufficient resources such as too many connections (53),
+# operator intervention such as a shutdown or terminated backend (57).
+_UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "28", "3D", "53", "57"})
+
+
+async def _render_database_error(request: Request, exc: Exception) -> JSONResponse:
+    # asyncpg reports a missing database, a bad password or a full server as a
+    # plain DBAPIError; only its SQLSTATE tells an outage from a bug.
+    assert isinstance(exc, DBAPIError)
+    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+    if exc.connection_invalidated or sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES:
+        return await _render_database_down(request, exc)
+    return await _render_unexpected(request, exc)
+
+
 async def _render_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": "Internal server error"}, status_code=500)
@@ -75,5 +92,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _render_app_error)
     app.add_exception_handler(OperationalError, _render_database_down)
     app.add_exception_handler(InterfaceError, _render_database_down)
+    app.add_exception_handler(DBAPIError, _render_database_error)
     app.add_exception_handler(OSError, _render_database_down)
     app.add_exception_handler(Exception, _render_unexpected)

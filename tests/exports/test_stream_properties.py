@@ -37,7 +37,7 @@ from reviewpoint.db import create_engine, utcnow
 from reviewpoint.exports import stream
 from reviewpoint.exports.query import Chunk
 from reviewpoint.users.models import User
-from tests.conftest import LiveServer, pg_execute
+from tests.conftest import BACKENDS, LiveServer, pg_execute
 from tests.data import create_api_key, insert_users
 
 EXPORT_FULL = "/api/v1/users/export-full"
@@ -378,6 +378,10 @@ def test_aborted_downloads_release_their_snapshot(
 # --- 3. failures are never silent --------------------------------------------------
 
 
+# Only a database server has connections another session can kill.
+@pytest.mark.parametrize(
+    "db_url", [backend for backend in BACKENDS if backend == "postgresql"], indirect=True
+)
 def test_database_lost_mid_stream_breaks_the_download_and_is_logged(
     tight_client: httpx.Client,
     db_url: str,
@@ -385,8 +389,6 @@ def test_database_lost_mid_stream_breaks_the_download_and_is_logged(
     fetched: list[int],
     app_log: io.StringIO,
 ) -> None:
-    if not _is_postgresql(db_url):
-        pytest.skip("needs a database server whose connections can be killed")
     _add_users(db_url, 20_000)
     database = make_url(db_url).database
     request_id = "lost-db-mid-stream-1"
@@ -445,22 +447,11 @@ def test_export_that_cannot_start_is_a_clean_503(
 
 
 def test_database_down_is_a_clean_503(
-    request: pytest.FixtureRequest, db_url: str, full_key: dict[str, str], tmp_path: Path
+    db_url: str, full_key: dict[str, str], tmp_path: Path
 ) -> None:
     if _is_postgresql(db_url):
         down = make_url(db_url).set(database="rvp_no_such_database")
         url = down.render_as_string(hide_password=False)
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason=(
-                    "asyncpg reports a missing database (and bad passwords, too many "
-                    "connections, a starting server) as a plain DBAPIError, which "
-                    "errors.py renders as 500; needs a DBAPIError handler there"
-                ),
-            )
-        )
     else:
         url = f"sqlite+aiosqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'reviewpoint.db'}"
     settings = load_settings(_env_file=None, env="test", db_url=url, log_level="error")

@@ -55,13 +55,16 @@ def _batch_statement(dialect: str) -> str:
         "'seed' || n || '@seed.example', :hashed, "
         f"{_name_expression(dialect)}, n % 17 <> 0, n % 1000 = 0, false, :now, :now"
     )
+    # The casts give the bounds a type: asyncpg cannot pick one for generate_series.
+    first, last = "CAST(:first AS integer)", "CAST(:last AS integer)"
     if dialect == "postgresql":
         return (
             f"INSERT INTO users ({columns}) "
-            f"SELECT {values} FROM generate_series(:first, :last) AS n"
+            f"SELECT {values} FROM generate_series({first}, {last}) AS n"
         )
     return (
-        f"WITH RECURSIVE seq(n) AS (SELECT :first UNION ALL SELECT n + 1 FROM seq WHERE n < :last) "
+        f"WITH RECURSIVE seq(n) AS "
+        f"(SELECT {first} UNION ALL SELECT n + 1 FROM seq WHERE n < {last}) "
         f"INSERT INTO users ({columns}) SELECT {values} FROM seq"
     )
 
