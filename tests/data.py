@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from fastapi.testclient import TestClient
 from sqlalchemy import insert
@@ -12,13 +12,27 @@ from sqlalchemy import insert
 from reviewpoint import security
 from reviewpoint.api_keys import service as api_keys
 from reviewpoint.api_keys.schemas import Scope
+from reviewpoint.config import Settings
 from reviewpoint.db import create_engine, standalone_session, utcnow
 from reviewpoint.users import service as users
 from reviewpoint.users.models import User
 from reviewpoint.users.schemas import UserCreate
 
 ADMIN_PASSWORD = "admin-password-1"
-_BULK_HASH = security.hash_password("bulk-user-password")
+# What the API shows of a user: never the password or its hash.
+USER_PUBLIC_FIELDS = {
+    "id",
+    "email",
+    "name",
+    "is_active",
+    "is_admin",
+    "created_at",
+    "updated_at",
+    "last_login_at",
+}
+# Every user made by `insert_users` or `insert_user` has this password.
+BULK_PASSWORD = "bulk-user-password"
+_BULK_HASH = security.hash_password(BULK_PASSWORD)
 
 
 def create_user(
@@ -68,6 +82,53 @@ def insert_users(
             await engine.dispose()
 
     asyncio.run(run())
+
+
+def insert_user(
+    db_url: str,
+    email: str,
+    *,
+    name: str | None = None,
+    is_admin: bool = False,
+    is_active: bool = True,
+    is_deleted: bool = False,
+) -> int:
+    """One user with `BULK_PASSWORD`, skipping Argon2 (a quarter second a hash); its id."""
+    moment = utcnow()
+    values = {
+        "email": email,
+        "name": name,
+        "hashed_password": _BULK_HASH,
+        "is_admin": is_admin,
+        "is_active": is_active,
+        "is_deleted": is_deleted,
+        "created_at": moment,
+        "updated_at": moment,
+    }
+
+    async def run() -> int:
+        engine = create_engine(db_url)
+        try:
+            async with engine.begin() as connection:
+                result = await connection.execute(insert(User).values(values).returning(User.id))
+                return result.scalar_one()
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def bearer_headers(
+    settings: Settings, user_id: int, *, lifetime: timedelta = timedelta(minutes=5)
+) -> dict[str, str]:
+    """The header a login would give this user, minted by the app's own token code.
+
+    For tests of what a token lets one do; tests of login itself log in.
+    """
+    token = security.create_access_token(
+        subject=str(user_id), secret=settings.jwt_secret_key.get_secret_value(), lifetime=lifetime
+    )
+    return {"Authorization": f"Bearer {token}"}
 
 
 def create_api_key(

@@ -11,19 +11,10 @@ from sqlalchemy import select
 
 from reviewpoint.db import standalone_session
 from reviewpoint.users.models import User
+from tests.data import USER_PUBLIC_FIELDS as PUBLIC_FIELDS
 from tests.data import admin_headers, create_user, insert_users, login
 
 USERS = "/api/v1/users"
-PUBLIC_FIELDS = {
-    "id",
-    "email",
-    "name",
-    "is_active",
-    "is_admin",
-    "created_at",
-    "updated_at",
-    "last_login_at",
-}
 
 
 @pytest.fixture
