@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     # Rows per database round trip in an export: large enough that per-chunk
     # overhead vanishes, small enough that a chunk stays a few MB.
     export_chunk_rows: int = Field(default=10_000, ge=1, le=1_000_000)
+    # PostgreSQL connections that build one export's chunks at once, sharing one
+    # snapshot: two keep both cores of a small server busy. SQLite always uses one.
+    export_connections: int = Field(default=2, ge=1, le=8)
 
     # Feature flags; see features.py for how these combine.
     features: Annotated[list[str] | None, NoDecode] = None

@@ -20,11 +20,12 @@ import logging
 import re
 import socket
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import httpx
@@ -34,8 +35,7 @@ from sqlalchemy.engine import make_url
 
 from reviewpoint.config import Settings, load_settings
 from reviewpoint.db import create_engine, utcnow
-from reviewpoint.exports import stream
-from reviewpoint.exports.query import Chunk
+from reviewpoint.exports import query
 from reviewpoint.users.models import User
 from tests.conftest import BACKENDS, LiveServer, pg_execute
 from tests.data import create_api_key, insert_users
@@ -98,17 +98,19 @@ def tight_client(tight_server: LiveServer) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def fetched(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The last id of every chunk the server has read so far, in order. Changes nothing."""
+    """How far each chunk read reaches (its last id; open-ended: sys.maxsize), recorded
+    when the read starts, so reads in flight count. Changes nothing."""
     seen: list[int] = []
-    real = stream.fetch_chunk
+    for reader in (query.PostgresChunks, query.SqliteChunks):
+        real = reader.read
 
-    async def recording(*args: Any, **kwargs: Any) -> Chunk | None:
-        chunk = await real(*args, **kwargs)
-        if chunk is not None:
-            seen.append(chunk.last_id)
-        return chunk
+        async def recording(
+            self: Any, after: int, end: int | None, real: Any = real
+        ) -> query.Chunk:
+            seen.append(sys.maxsize if end is None else end)
+            return cast(query.Chunk, await real(self, after, end))
 
-    monkeypatch.setattr(stream, "fetch_chunk", recording)
+        monkeypatch.setattr(reader, "read", recording)
     return seen
 
 
@@ -287,9 +289,9 @@ def test_export_is_one_snapshot_while_writers_commit(
         )
         _write(db_url, update(User).where(User.id == undeleted).values(is_deleted=False))
         assert time.monotonic() - started < 5, "writers waited for the export to finish"
-        # Not a vacuous pass: the server had not read the changed rows yet (a chunk in
-        # flight reads at most CHUNK_ROWS further), and the export was still running.
-        assert max(fetched) + CHUNK_ROWS < min(renamed_late + deleted_late + [undeleted])
+        # Not a vacuous pass: no read, even one in flight, had reached the changed
+        # rows yet, and the export was still running.
+        assert max(fetched) < min(renamed_late + deleted_late + [undeleted])
         assert "[snapshot-under-writes-1] export users_full_export.csv completed" not in (
             app_log.getvalue()
         )

@@ -6,12 +6,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reviewpoint.auth.deps import ExportPrincipal, require_feature, require_scope
-from reviewpoint.config import AppSettings
+from reviewpoint.config import AppSettings, Settings
 from reviewpoint.db import Engine
 from reviewpoint.errors import BadRequest
-from reviewpoint.exports.encoders import FULL, MINIMAL
+from reviewpoint.exports.encoders import FULL, MINIMAL, ExportSpec
 from reviewpoint.exports.stream import CsvStreamingResponse, open_export
 
 router = APIRouter(prefix="/api/v1/users")
@@ -25,6 +26,25 @@ _EXPORT_ERRORS: dict[int | str, dict[str, object]] = {
 
 def _csv_example(text: str) -> dict[int | str, dict[str, object]]:
     return {200: {"description": "CSV download", "content": {"text/csv": {"example": text}}}}
+
+
+async def _csv_response(
+    engine: AsyncEngine,
+    settings: Settings,
+    spec: ExportSpec,
+    *,
+    email: str | None,
+    principal: ExportPrincipal,
+) -> CsvStreamingResponse:
+    body = await open_export(
+        engine,
+        spec,
+        email=email,
+        chunk_rows=settings.export_chunk_rows,
+        connections=settings.export_connections,
+        audit=principal.label,
+    )
+    return CsvStreamingResponse(body, filename=spec.filename)
 
 
 class ExportAliveResponse(BaseModel):
@@ -65,10 +85,7 @@ async def export_users_csv(
 ) -> CsvStreamingResponse:
     if format.lower() != "csv":
         raise BadRequest("Unsupported format. Only 'csv' is supported.")
-    body = await open_export(
-        engine, MINIMAL, email=email, chunk_rows=settings.export_chunk_rows, audit=principal.label
-    )
-    return CsvStreamingResponse(body, filename=MINIMAL.filename)
+    return await _csv_response(engine, settings, MINIMAL, email=email, principal=principal)
 
 
 @router.get(
@@ -97,10 +114,7 @@ async def export_users_full_csv(
     settings: AppSettings,
     principal: Annotated[ExportPrincipal, Depends(require_scope("users:export_full"))],
 ) -> CsvStreamingResponse:
-    body = await open_export(
-        engine, FULL, email=None, chunk_rows=settings.export_chunk_rows, audit=principal.label
-    )
-    return CsvStreamingResponse(body, filename=FULL.filename)
+    return await _csv_response(engine, settings, FULL, email=None, principal=principal)
 
 
 @router.get(

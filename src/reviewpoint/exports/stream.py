@@ -1,4 +1,4 @@
-"""Streaming an export: one snapshot connection, owned by the response body.
+"""Streaming an export: snapshot connections owned by the response body.
 
 The snapshot is opened and the first chunk fetched *before* the response starts,
 so a database that is down yields a clean 503 instead of a `200` that breaks off.
@@ -6,9 +6,9 @@ After that, a failure aborts the HTTP body (uvicorn closes the connection
 without the terminating chunk, so clients see an incomplete download, never a
 short file that looks complete), and is logged with the request id.
 
-A client that hangs up cancels the body task between chunk queries, never
-inside one, and cleanup is shielded from cancellation: the transaction is rolled
-back and the connection goes back to the pool intact.
+A client that hangs up cancels the body task; cleanup is shielded from
+cancellation, lets the query in flight finish (`pipeline.py`), rolls the
+transactions back and returns the connections to the pool intact.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from starlette.responses import StreamingResponse
 from starlette.types import Send
 
-from reviewpoint.db import snapshot
+from reviewpoint.db import shared_snapshot
 from reviewpoint.errors import ServiceUnavailable
 from reviewpoint.exports.encoders import CsvEncoder, ExportSpec
-from reviewpoint.exports.query import Chunk, fetch_chunk
+from reviewpoint.exports.pipeline import ChunkPipeline
+from reviewpoint.exports.query import Chunk, ChunkReader, PostgresChunks, SqliteChunks
 
 log = logging.getLogger("reviewpoint.exports")
 
@@ -58,13 +59,24 @@ async def open_export(
     *,
     email: str | None,
     chunk_rows: int,
+    connections: int,
     audit: str,
 ) -> AsyncIterator[bytes]:
-    """Start an export and return its body; raises 503 if it cannot start."""
+    """Start an export and return its body; raises 503 if it cannot start.
+
+    `connections` read chunks in parallel (PostgreSQL); a one-address export
+    is a single small chunk and uses one.
+    """
     stack = AsyncExitStack()
     try:
-        connection = await stack.enter_async_context(snapshot(engine))
-        first = await fetch_chunk(connection, spec, after_id=0, limit=chunk_rows, email=email)
+        count = connections if email is None else 1
+        snapshots = await stack.enter_async_context(shared_snapshot(engine, count))
+        readers = [await _reader(c, spec, email=email, chunk_rows=chunk_rows) for c in snapshots]
+        pipeline = ChunkPipeline(readers, ahead=2 * len(readers))
+        pipeline.start()
+        # Exits run last-in first-out: readers stop before their connections go.
+        stack.push_async_callback(pipeline.close)
+        first = await pipeline.next()
     except BaseException as error:
         await _release(stack, spec)
         if isinstance(error, Exception):
@@ -72,11 +84,19 @@ async def open_export(
             raise ServiceUnavailable("Database unavailable; the export did not start") from None
         raise
     log.info("export %s started by %s", spec.filename, audit)
-    return _body(stack, connection, spec, first, email=email, chunk_rows=chunk_rows, audit=audit)
+    return _body(stack, pipeline, spec, first, audit=audit)
+
+
+async def _reader(
+    connection: AsyncConnection, spec: ExportSpec, *, email: str | None, chunk_rows: int
+) -> ChunkReader:
+    if connection.dialect.name == "postgresql":
+        return await PostgresChunks.on(connection, spec, email=email, chunk_rows=chunk_rows)
+    return SqliteChunks(connection, spec, email=email, chunk_rows=chunk_rows)
 
 
 async def _release(stack: AsyncExitStack, spec: ExportSpec) -> None:
-    """End the snapshot and return its connection, even while being cancelled.
+    """Stop the readers, end the snapshot and return its connections, even while cancelled.
 
     Never raises: ending a read cannot lose data, and an error here (a rollback
     on a connection that just broke) must not replace the export's own outcome.
@@ -90,12 +110,10 @@ async def _release(stack: AsyncExitStack, spec: ExportSpec) -> None:
 
 async def _body(
     stack: AsyncExitStack,
-    connection: AsyncConnection,
+    pipeline: ChunkPipeline,
     spec: ExportSpec,
     chunk: Chunk | None,
     *,
-    email: str | None,
-    chunk_rows: int,
     audit: str,
 ) -> AsyncIterator[bytes]:
     started = time.perf_counter()
@@ -105,20 +123,12 @@ async def _body(
         yield CsvEncoder(spec).header()
         while chunk is not None:
             rows += chunk.rows
-            yield chunk.body.encode("utf-8")
-            if chunk.rows < chunk_rows:
-                break
-            # A client hanging up cancels this task. Never mid-query: a cancelled
-            # query leaves the connection in an unknown state, so SQLAlchemy throws
-            # it away, and a SQLite connection dropped that way keeps its read
-            # snapshot (WAL checkpoints stay blocked) until garbage collection.
-            # Finish the chunk, then take the cancellation here: `send` does not
-            # await once the client is gone, so without this the export runs on.
-            with anyio.CancelScope(shield=True):
-                chunk = await fetch_chunk(
-                    connection, spec, after_id=chunk.last_id, limit=chunk_rows, email=email
-                )
+            yield chunk.body
+            # A client hanging up cancels this task, but `send` does not await
+            # once the client is gone and a chunk read ahead is returned at once:
+            # take the cancellation here, or the export would run on.
             await anyio.lowlevel.checkpoint_if_cancelled()
+            chunk = await pipeline.next()
         outcome = "completed"
     except Exception:
         outcome = "failed"

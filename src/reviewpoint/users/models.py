@@ -35,3 +35,11 @@ Index(
     sqlite_where=User.is_deleted == false(),
     postgresql_where=User.is_deleted == false(),
 )
+
+# Live users in id order: what every export reads (see the 0002 migration).
+Index(
+    "ix_users_live_id",
+    User.id,
+    sqlite_where=User.is_deleted == false(),
+    postgresql_where=User.is_deleted == false(),
+)
