@@ -45,6 +45,7 @@ CLI = str(BIN / "reviewpoint")
 COLUMNS = "id, email, name, created_at, updated_at, is_active, is_admin"
 EXPORT_PATH = "/api/v1/users/export-full"
 DEFAULT_CHUNK_ROWS = 10_000  # config.Settings.export_chunk_rows
+DEFAULT_CONNECTIONS = 2  # config.Settings.export_connections (PostgreSQL only)
 
 # Targets from the issue; printed next to the measurements.
 TARGET_RATIO: dict[Backend, float] = {"postgresql": 1.5, "sqlite": 2.5}
@@ -482,6 +483,11 @@ def bench_backend(
         "small_users": small,
         "repeat": repeat,
         "chunk_rows": int(os.environ.get("REVIEWPOINT_EXPORT_CHUNK_ROWS", DEFAULT_CHUNK_ROWS)),
+        "connections": (
+            int(os.environ.get("REVIEWPOINT_EXPORT_CONNECTIONS", DEFAULT_CONNECTIONS))
+            if backend == "postgresql"
+            else 1
+        ),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "seed_s": {str(users): db.seed_s, str(small): small_db.seed_s},
         "ways": {
@@ -530,7 +536,7 @@ def render(result: dict[str, Any]) -> str:
     )
     lines = [
         f"== {backend}: {result['users']:,} live users, median of {result['repeat']} runs, "
-        f"chunk {result['chunk_rows']:,} rows ({seeds})",
+        f"chunk {result['chunk_rows']:,} rows, {result['connections']} connection(s) ({seeds})",
         f"{'way of exporting':<36} {'wall':>9} {'rows/s':>11} {'first byte':>11} "
         f"{'peak RSS growth':>16}",
     ]

@@ -7,18 +7,19 @@ import secrets
 import sys
 from collections.abc import Callable, Coroutine
 from functools import wraps
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 import uvicorn
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Column, Table
+from rich.text import Text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from reviewpoint.api_keys import service as api_keys
-from reviewpoint.api_keys.schemas import SCOPES, Scope
+from reviewpoint.api_keys.schemas import SCOPES, ApiKeyCreate, Scope
 from reviewpoint.config import Settings, SettingsError, load_settings
 from reviewpoint.db import create_engine, standalone_session
 from reviewpoint.errors import AppError
@@ -28,25 +29,45 @@ from reviewpoint.users import service as users
 from reviewpoint.users.schemas import UserCreate, UserUpdate
 from reviewpoint.users.seed import seed_users
 
-app = typer.Typer(help="ReViewPoint user export service.", no_args_is_help=True)
+# No markup: names, emails and URLs are printed as written, `[...]` included (rich's
+# escape() is not enough: it doubles a trailing backslash). Style goes through Text.
+err = Console(stderr=True, markup=False)
+out = Console(markup=False)
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    # One line whatever the terminal width: rich would wrap it at 80 columns.
+    message = " ".join(message.splitlines())
+    err.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
+    return typer.Exit(code)
+
+
+class OneLineTyper(typer.Typer):
+    """Typer whose usage errors (a bad option value...) end in one line too, not a panel."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
+        # Without standalone mode click raises its errors instead of printing them.
+        try:
+            code = super().__call__(*args, **{**kwargs, "standalone_mode": False})
+        except typer.Abort:
+            code = fail("aborted").exit_code
+        except typer.TyperException as error:  # click's ClickException, as Typer names it
+            # With no arguments a group has already printed its help: nothing to add.
+            if type(error).__name__ != "NoArgsIsHelpError":
+                fail(error.format_message())
+            code = error.exit_code
+        # As standalone mode does: `return` from a command is success, Exit(n) returns n.
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = OneLineTyper(help="ReViewPoint user export service.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 users_app = typer.Typer(help="User accounts.", no_args_is_help=True)
 keys_app = typer.Typer(help="Export API keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="api-keys")
-
-err = Console(stderr=True)
-out = Console()
-T = TypeVar("T")
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    # One line whatever the terminal width, and the message printed as written:
-    # rich would wrap it at 80 columns and read `[...]` in it as markup.
-    message = " ".join(message.splitlines())
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
 
 
 def one_line_errors(command: Callable[..., T]) -> Callable[..., T]:
@@ -127,23 +148,30 @@ def users_create(
 def api_keys_create(
     name: Annotated[str, typer.Option(help="What the key is for.")],
     scope: Annotated[list[str], typer.Option(help=f"Repeatable; one of {', '.join(SCOPES)}.")],
-    expires_in_days: Annotated[int | None, typer.Option(min=1, help="Lifetime in days.")] = None,
+    expires_in_days: Annotated[int | None, typer.Option(help="Lifetime in days.")] = None,
 ) -> None:
     """Issue an export API key; prints the secret alone on stdout (shown only once)."""
     unknown = [s for s in scope if s not in SCOPES]
     if unknown:
         raise fail(f"unknown scope {', '.join(unknown)}; choose from {', '.join(SCOPES)}")
     scopes: list[Scope] = [s for s in SCOPES if s in scope]
+    # The HTTP API's own schema, so both refuse the same names and lifetimes.
+    data = _validated(ApiKeyCreate, name=name, scopes=scopes, expires_in_days=expires_in_days)
 
     async def create() -> tuple[int, str]:
         async with standalone_session(_settings().db_url) as session:
             key, secret = await api_keys.create(
-                session, name=name, scopes=scopes, expires_in_days=expires_in_days
+                session, name=data.name, scopes=data.scopes, expires_in_days=data.expires_in_days
             )
             return key.id, secret
 
     key_id, secret = _run(create())
-    err.print(f"created API key {key_id} '{name}' with scopes {' '.join(scopes)}; store it now:")
+    err.print(
+        f"created API key {key_id} '{data.name}' with scopes {' '.join(data.scopes)};"
+        " store it now:",
+        highlight=False,
+        soft_wrap=True,
+    )
     print(secret)
 
 
@@ -173,7 +201,7 @@ def api_keys_list() -> None:
     prefix = Column("prefix", no_wrap=True, min_width=12)
     table = Table("id", "name", prefix, "scopes", "created", "last used", "expires", "revoked")
     for row in _run(rows()):
-        table.add_row(*row)
+        table.add_row(*map(Text, row))
     # Piped, rich assumes 80 columns and cuts values short; print them whole.
     (out if out.is_terminal else Console(width=10_000)).print(table)
 
@@ -259,13 +287,16 @@ def demo(
     key = _run(prepare())
     base = f"http://{host}:{port}"
     out.print(
-        f"\n[bold]ReViewPoint demo[/bold] on {base}  (database: {settings.db_url})\n"
-        f"  admin login:     {DEMO_ADMIN_EMAIL} / {password}\n"
-        f"  export API key:  {key}\n"
-        f"  API docs:        {base}/docs\n\n"
-        "Download every user:\n"
-        f'  curl -H "X-API-Key: {key}" {base}/api/v1/users/export-full\n',
-        highlight=False,
+        Text.assemble(
+            "\n",
+            ("ReViewPoint demo", "bold"),
+            f" on {base}  (database: {_without_password(settings.db_url)})\n"
+            f"  admin login:     {DEMO_ADMIN_EMAIL} / {password}\n"
+            f"  export API key:  {key}\n"
+            f"  API docs:        {base}/docs\n\n"
+            "Download every user:\n"
+            f'  curl -H "X-API-Key: {key}" {base}/api/v1/users/export-full\n',
+        ),
         soft_wrap=True,
     )
     sys.stdout.flush()
@@ -290,6 +321,11 @@ def _validated(model: type[T], **values: Any) -> T:
             for item in error.errors()
         )
         raise fail(f"invalid input: {problems}") from None
+
+
+def _without_password(db_url: str) -> str:
+    """The database URL to print: terminals and logs are no place for its password."""
+    return make_url(db_url).render_as_string(hide_password=True)
 
 
 def _when(moment: Any) -> str:

@@ -1,0 +1,593 @@
+"""The `reviewpoint` command, run as an operator runs it: a subprocess on a real database.
+
+Every command gets a clean environment (no `REVIEWPOINT_*` but the database URL) and
+runs in the test's empty temporary directory, so neither the developer's shell nor a
+`.env` leaks in. What a command did is checked in the database with SQL or the app's own
+models, and through the HTTP API of an app built on the same database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import io
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from alembic.script import ScriptDirectory
+from fastapi.testclient import TestClient
+from sqlalchemy import inspect, select, text
+from sqlalchemy.engine import make_url
+
+from reviewpoint.api_keys.models import ApiKey
+from reviewpoint.cli import DEMO_ADMIN_EMAIL, DEMO_USERS, _without_password
+from reviewpoint.db import create_engine, standalone_session
+from reviewpoint.migrations import alembic_config
+from tests.conftest import BACKENDS, PG_URL, pg_execute
+from tests.data import create_api_key, insert_user, login
+
+# No `__main__` module in the package: run the console script, as operators do.
+REVIEWPOINT = str(Path(sys.executable).parent / "reviewpoint")
+TIMEOUT = 60
+EXPORT_FULL = "/api/v1/users/export-full"
+EXPORT = "/api/v1/users/export"
+FULL_HEADER = "id,email,name,created_at,updated_at,is_active,is_admin"
+SECRET_FORMAT = re.compile(r"rvp_([0-9a-f]{12})_[0-9A-Za-z]{43}")
+SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+
+def _environment(db_url: str | None, **extra: str) -> dict[str, str]:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("REVIEWPOINT_") and name not in {"FORCE_COLOR", "COLUMNS"}
+    }
+    if db_url is not None:
+        env["REVIEWPOINT_DB_URL"] = db_url
+    return {**env, **extra}
+
+
+def cli(cwd: Path, db_url: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [REVIEWPOINT, *args],
+        env=_environment(db_url),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+def assert_ok(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The single stderr line of a refused command (which printed nothing on stdout)."""
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    assert result.stdout == ""
+    return lines[0]
+
+
+def sql_rows(db_url: str, sql: str, **params: object) -> list[tuple[Any, ...]]:
+    async def run() -> list[tuple[Any, ...]]:
+        engine = create_engine(db_url)
+        try:
+            async with engine.connect() as connection:
+                result = await connection.execute(text(sql), params)
+                return [tuple(row) for row in result]
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def table_names(db_url: str) -> set[str]:
+    async def run() -> set[str]:
+        engine = create_engine(db_url)
+        try:
+            async with engine.connect() as connection:
+                return set(await connection.run_sync(lambda c: inspect(c).get_table_names()))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def stored_key(db_url: str, prefix: str) -> ApiKey:
+    async def run() -> ApiKey:
+        async with standalone_session(db_url) as session:
+            key = await session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+            assert key is not None, f"no API key with prefix {prefix}"
+            return key
+
+    return asyncio.run(run())
+
+
+def listed_keys(stdout: str) -> dict[str, list[str]]:
+    """`api-keys list` table rows, cell by cell, by prefix (the third column)."""
+    rows = [
+        [cell.strip() for cell in line.strip().strip("│").split("│")]
+        for line in stdout.splitlines()
+        if line.startswith("│")
+    ]
+    return {row[2]: row for row in rows}
+
+
+def csv_records(body: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(body, newline="")))
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no tables at all: a SQLite path not yet created, an empty PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+        return
+    name = f"rvp_cli_{uuid.uuid4().hex[:12]}"
+    pg_execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# db upgrade
+
+
+def test_db_upgrade_creates_the_schema_and_running_it_again_changes_nothing(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    head = ScriptDirectory.from_config(alembic_config(empty_db_url)).get_current_head()
+
+    first = cli(tmp_path, empty_db_url, "db", "upgrade")
+    assert_ok(first)
+    assert first.stdout == ""
+    assert {"users", "api_keys", "alembic_version"} <= table_names(empty_db_url)
+    assert sql_rows(empty_db_url, "SELECT version_num FROM alembic_version") == [(head,)]
+
+    again = cli(tmp_path, empty_db_url, "db", "upgrade")
+    assert_ok(again)
+    assert sql_rows(empty_db_url, "SELECT version_num FROM alembic_version") == [(head,)]
+    assert sql_rows(empty_db_url, "SELECT count(*) FROM users") == [(0,)]
+
+
+def test_commands_on_a_database_never_upgraded_fail_in_one_line(tmp_path: Path) -> None:
+    db_url = f"sqlite+aiosqlite:///{tmp_path / 'never-upgraded.db'}"
+    result = cli(tmp_path, db_url, "api-keys", "list")
+    line = one_line_error(result)
+    assert "database error" in line
+    assert "api_keys" in line
+
+
+# users create
+
+
+def test_users_create_stores_an_admin_who_can_log_in_and_a_plain_user(
+    db_url: str, client: TestClient, tmp_path: Path
+) -> None:
+    admin = cli(
+        tmp_path,
+        db_url,
+        "users",
+        "create",
+        "--email",
+        "Ops.Admin@example.com",
+        "--name",
+        'Ops, "the" Admin',
+        "--password",
+        "s3cret-pass",
+        "--admin",
+    )
+    assert_ok(admin)
+    assert admin.stdout == ""
+    assert "Ops.Admin@example.com" in admin.stderr
+    plain = cli(
+        tmp_path,
+        db_url,
+        "users",
+        "create",
+        "--email",
+        "analyst@example.com",
+        "--name",
+        "Analyst",
+        "--password",
+        "another-pass",
+    )
+    assert_ok(plain)
+
+    rows = sql_rows(
+        db_url,
+        "SELECT email, name, is_admin, is_active, is_deleted, hashed_password "
+        "FROM users ORDER BY id",
+    )
+    assert [tuple(bool(v) if isinstance(v, int) else v for v in row[:5]) for row in rows] == [
+        ("Ops.Admin@example.com", 'Ops, "the" Admin', True, True, False),
+        ("analyst@example.com", "Analyst", False, True, False),
+    ]
+    assert all(row[5].startswith("$argon2id$") for row in rows)
+    assert "s3cret-pass" not in rows[0][5]
+
+    headers = login(client, "Ops.Admin@example.com", "s3cret-pass")
+    listed = client.get("/api/v1/users", headers=headers)
+    assert listed.status_code == 200, listed.text
+    assert [user["email"] for user in listed.json()["data"]] == [
+        "Ops.Admin@example.com",
+        "analyst@example.com",
+    ]
+
+
+def test_users_create_with_a_taken_email_fails_in_one_line(db_url: str, tmp_path: Path) -> None:
+    insert_user(db_url, "taken@example.com", name="First")
+    result = cli(
+        tmp_path,
+        db_url,
+        "users",
+        "create",
+        "--email",
+        "TAKEN@example.com",
+        "--name",
+        "Second",
+        "--password",
+        "long-enough-1",
+    )
+    assert result.returncode == 1
+    assert "already exists" in one_line_error(result)
+    assert sql_rows(db_url, "SELECT email, name FROM users") == [("taken@example.com", "First")]
+
+
+@pytest.mark.parametrize(
+    ("email", "password", "field"),
+    [
+        pytest.param("not-an-email", "long-enough-1", "email", id="bad-email"),
+        pytest.param("short@example.com", "pw-7chr", "password", id="short-password"),
+    ],
+)
+def test_users_create_with_invalid_input_fails_in_one_line_before_touching_the_database(
+    tmp_path: Path, email: str, password: str, field: str
+) -> None:
+    database = tmp_path / "untouched.db"
+    result = cli(
+        tmp_path,
+        f"sqlite+aiosqlite:///{database}",
+        "users",
+        "create",
+        "--email",
+        email,
+        "--name",
+        "N",
+        "--password",
+        password,
+    )
+    line = one_line_error(result)
+    assert "invalid input" in line
+    assert f"{field}:" in line
+    assert password not in line
+    assert not database.exists()
+
+
+# api-keys
+
+
+def test_api_key_lifecycle_create_use_list_revoke(
+    db_url: str, client: TestClient, tmp_path: Path
+) -> None:
+    created = cli(
+        tmp_path,
+        db_url,
+        "api-keys",
+        "create",
+        "--name",
+        "nightly sync",
+        "--scope",
+        "users:export_full",
+        "--expires-in-days",
+        "30",
+    )
+    assert_ok(created)
+    # The secret alone on stdout, so `KEY=$(reviewpoint api-keys create ...)` works.
+    lines = created.stdout.splitlines()
+    assert len(lines) == 1, created.stdout
+    secret = lines[0]
+    match = SECRET_FORMAT.fullmatch(secret)
+    assert match, secret
+    prefix = match.group(1)
+    assert "store it now" in created.stderr
+    assert "users:export_full" in created.stderr
+    assert secret not in created.stderr
+
+    key = stored_key(db_url, prefix)
+    assert key.name == "nightly sync"
+    assert key.scopes == "users:export_full"
+    assert key.secret_hash == hashlib.sha256(secret.encode()).hexdigest()
+    assert key.expires_at is not None
+    assert key.expires_at - key.created_at == timedelta(days=30)
+    assert key.revoked_at is None
+
+    exported = client.get(EXPORT_FULL, headers={"X-API-Key": secret})
+    assert exported.status_code == 200, exported.text
+    assert exported.text.splitlines()[0] == FULL_HEADER
+
+    listing = cli(tmp_path, db_url, "api-keys", "list")
+    assert_ok(listing)
+    assert secret not in listing.stdout + listing.stderr
+    assert secret.rsplit("_", 1)[1] not in listing.stdout
+    row = listed_keys(listing.stdout)[prefix]
+    key_id, name, _, scopes, created_at, last_used, expires, revoked = row
+    assert int(key_id) == key.id
+    assert (name, scopes, revoked) == ("nightly sync", "users:export_full", "-")
+    assert last_used != "-"  # the export above was recorded
+    assert expires == key.expires_at.strftime("%Y-%m-%d %H:%M:%SZ")
+    assert created_at == key.created_at.strftime("%Y-%m-%d %H:%M:%SZ")
+
+    revoked_run = cli(tmp_path, db_url, "api-keys", "revoke", key_id)
+    assert_ok(revoked_run)
+    assert revoked_run.stdout == ""
+    assert f"revoked API key {key_id}" in revoked_run.stderr
+    assert stored_key(db_url, prefix).revoked_at is not None
+    refused = client.get(EXPORT_FULL, headers={"X-API-Key": secret})
+    assert refused.status_code == 401
+    assert "WWW-Authenticate" in refused.headers
+
+    unknown = cli(tmp_path, db_url, "api-keys", "revoke", str(key.id + 1000))
+    assert unknown.returncode == 1
+    assert "not found" in one_line_error(unknown).lower()
+
+
+def test_api_key_scope_given_on_the_command_line_limits_the_key(
+    db_url: str, client: TestClient, tmp_path: Path
+) -> None:
+    created = cli(
+        tmp_path, db_url, "api-keys", "create", "--name", "minimal", "--scope", "users:export"
+    )
+    assert_ok(created)
+    secret = created.stdout.strip()
+    match = SECRET_FORMAT.fullmatch(secret)
+    assert match, created.stdout
+    key = stored_key(db_url, match.group(1))
+    assert (key.scopes, key.expires_at) == ("users:export", None)
+    assert client.get(EXPORT, headers={"X-API-Key": secret}).status_code == 200
+    assert client.get(EXPORT_FULL, headers={"X-API-Key": secret}).status_code == 403
+
+
+def test_api_keys_create_with_an_unknown_scope_fails_in_one_line_and_prints_no_secret(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "untouched.db"
+    result = cli(
+        tmp_path,
+        f"sqlite+aiosqlite:///{database}",
+        "api-keys",
+        "create",
+        "--name",
+        "oops",
+        "--scope",
+        "users:delete_all",
+    )
+    line = one_line_error(result)
+    assert "users:delete_all" in line
+    assert "users:export_full" in line  # names the valid choices
+    assert "rvp_" not in result.stdout + result.stderr
+    assert not database.exists()
+
+
+@SQLITE_ONLY
+def test_api_key_names_with_brackets_are_printed_as_written(db_url: str, tmp_path: Path) -> None:
+    name = "[/x] nightly [bold]sync[/bold]"
+    created = cli(tmp_path, db_url, "api-keys", "create", "--name", name, "--scope", "users:export")
+    assert_ok(created)
+    assert SECRET_FORMAT.fullmatch(created.stdout.strip()), created.stdout
+    assert name in created.stderr
+    listing = cli(tmp_path, db_url, "api-keys", "list")
+    assert_ok(listing)
+    assert [row[1] for row in listed_keys(listing.stdout).values()] == [name]
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param(["--name", "n" * 129], id="name-over-128"),
+        pytest.param(["--name", "far", "--expires-in-days", "3000000"], id="expiry-overflow"),
+    ],
+)
+def test_api_keys_create_refuses_what_the_http_api_refuses(
+    db_url: str, tmp_path: Path, options: list[str]
+) -> None:
+    result = cli(tmp_path, db_url, "api-keys", "create", *options, "--scope", "users:export")
+    one_line_error(result)
+    assert sql_rows(db_url, "SELECT count(*) FROM api_keys") == [(0,)]
+
+
+def test_a_bad_option_value_fails_in_one_line(tmp_path: Path) -> None:
+    result = cli(
+        tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'x.db'}", "api-keys", "revoke", "first"
+    )
+    assert "ID" in one_line_error(result)
+
+
+# seed
+
+
+def test_seed_adds_the_requested_users_each_run(
+    db_url: str, client: TestClient, tmp_path: Path
+) -> None:
+    existing = insert_user(db_url, "existing@example.com", name="Existing")
+    for _ in range(2):
+        result = cli(tmp_path, db_url, "seed", "--users", "1500")
+        assert_ok(result)
+        assert result.stdout == ""
+        assert "added 1500 users" in result.stderr
+
+    assert sql_rows(db_url, "SELECT count(*), count(DISTINCT lower(email)) FROM users") == [
+        (3001, 3001)
+    ]
+    assert sql_rows(db_url, "SELECT id, email, name FROM users WHERE id = :id", id=existing) == [
+        (existing, "existing@example.com", "Existing")
+    ]
+    _, secret = create_api_key(db_url, ["users:export_full"])
+    exported = client.get(EXPORT_FULL, headers={"X-API-Key": secret})
+    assert exported.status_code == 200
+    records = csv_records(exported.text)
+    assert records[0] == FULL_HEADER.split(",")
+    ids = [int(record[0]) for record in records[1:]]
+    assert len(ids) == 3001
+    assert ids == sorted(set(ids))
+    assert existing in ids
+
+
+# demo
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Demo:
+    """`reviewpoint demo` as a subprocess on a free port; always stopped on exit."""
+
+    def __init__(self, cwd: Path, run: str) -> None:
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.stdout_path = cwd / f"demo-{run}.out"
+        self.stderr_path = cwd / f"demo-{run}.err"
+        self.cwd = cwd
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Demo:
+        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
+            self.process = subprocess.Popen(
+                [REVIEWPOINT, "demo", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=_environment(None, REVIEWPOINT_LOG_LEVEL="warning"),
+                cwd=self.cwd,
+                stdout=out,
+                stderr=err,
+            )
+        try:
+            self._wait_until_healthy()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _wait_until_healthy(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"demo exited with {self.process.returncode}: {self.stderr}")
+            try:
+                if httpx.get(f"{self.base}/api/v1/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        pytest.fail(f"demo did not answer on {self.base} within 30 s: {self.stderr}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=15)
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(encoding="utf-8")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+    def printed(self, pattern: str) -> str:
+        match = re.search(pattern, self.stdout)
+        assert match, self.stdout
+        return match.group(1)
+
+
+@pytest.mark.parametrize(
+    ("url", "printed"),
+    [
+        pytest.param(
+            "postgresql+asyncpg://rvp:s3cret@db.internal:5432/rvp",
+            "postgresql+asyncpg://rvp:***@db.internal:5432/rvp",
+            id="password-masked",
+        ),
+        pytest.param(
+            "sqlite+aiosqlite:///./reviewpoint.db",
+            "sqlite+aiosqlite:///./reviewpoint.db",
+            id="no-password",
+        ),
+    ],
+)
+def test_demo_prints_the_database_url_without_its_password(url: str, printed: str) -> None:
+    assert _without_password(url) == printed
+
+
+def test_demo_serves_every_demo_user_to_the_printed_key_and_curl_line(tmp_path: Path) -> None:
+    expected_emails = {DEMO_ADMIN_EMAIL, *(email for email, _ in DEMO_USERS)}
+    keys, passwords = [], []
+    for run in ("first", "second"):
+        with Demo(tmp_path, run) as demo:
+            key = demo.printed(r"export API key:\s+(\S+)")
+            assert SECRET_FORMAT.fullmatch(key), key
+            password = demo.printed(rf"admin login:\s+{re.escape(DEMO_ADMIN_EMAIL)} / (\S+)")
+            curl_key, url = re.findall(r'curl -H "X-API-Key: (\S+)" (\S+)', demo.stdout)[0]
+            assert (curl_key, url) == (key, f"{demo.base}{EXPORT_FULL}")
+
+            response = httpx.get(url, headers={"X-API-Key": key}, timeout=30)
+            assert response.status_code == 200, response.text
+            records = csv_records(response.text)
+            assert records[0] == FULL_HEADER.split(",")
+            emails = [record[1] for record in records[1:]]
+            # Every demo user, once: a second run adds no duplicates.
+            assert sorted(emails) == sorted(expected_emails)
+            names = {record[1]: record[2] for record in records[1:]}
+            assert names["comma@example.com"] == "Doe, John"
+            assert names["multi.line@example.com"] == "First line\nSecond line"
+            assert names["formula@example.com"].startswith("'=HYPERLINK(")
+
+            token = httpx.post(
+                f"{demo.base}/api/v1/auth/login",
+                data={"username": DEMO_ADMIN_EMAIL, "password": password},
+                timeout=30,
+            )
+            assert token.status_code == 200, token.text
+            if passwords:  # each run prints a new admin password; the old one stops working
+                old = httpx.post(
+                    f"{demo.base}/api/v1/auth/login",
+                    data={"username": DEMO_ADMIN_EMAIL, "password": passwords[-1]},
+                    timeout=30,
+                )
+                assert old.status_code == 401
+            keys.append(key)
+            passwords.append(password)
+        assert demo.process is not None
+        assert demo.process.returncode is not None
+    assert keys[0] != keys[1]
+    assert passwords[0] != passwords[1]
+    # The default database, in the working directory the demo ran in.
+    assert (tmp_path / "reviewpoint.db").exists()
