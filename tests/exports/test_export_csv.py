@@ -205,6 +205,19 @@ def test_email_filter_is_case_insensitive_exact_match(
     assert response.content == _reference(db_url, MINIMAL, email="john@example.com")
 
 
+@pytest.mark.parametrize("email", ["o'hara@example.com", "back\\slash@example.com"])
+def test_email_filter_with_sql_quote_characters_matches_only_that_address(
+    client: TestClient, db_url: str, full_key: dict[str, str], email: str
+):
+    # PostgreSQL's COPY takes no parameters: the address is inlined as a literal
+    # the server itself quoted, so quotes and backslashes must neither break the
+    # query nor widen the match.
+    insert_users(db_url, [(email, "Target"), ("x@example.com", "X")])
+    response = client.get("/api/v1/users/export", params={"email": email}, headers=full_key)
+    assert response.status_code == 200
+    assert [row[1:] for row in _rows(response.content)[1:]] == [[email, "Target"]]
+
+
 def test_email_filter_without_match_is_just_the_header(
     client: TestClient, db_url: str, full_key: dict[str, str]
 ):
