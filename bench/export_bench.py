@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import http.client
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -51,6 +53,8 @@ DEFAULT_CONNECTIONS = 2  # config.Settings.export_connections (PostgreSQL only)
 TARGET_RATIO: dict[Backend, float] = {"postgresql": 1.5, "sqlite": 2.5}
 TARGET_RSS_MB = 50.0
 TARGET_FIRST_BYTE_S = 0.200
+TARGET_HEALTH_S = 0.100
+CONCURRENT_EXPORTS = 4
 
 # Upper bounds for every wait, so a hung step fails the run instead of hanging it.
 SEED_TIMEOUT_S = 1800
@@ -232,6 +236,11 @@ class Server:
     def rss_kib(self) -> int:
         return _status_kib(self.pid, "VmRSS")
 
+    def connection(self) -> http.client.HTTPConnection:
+        """A keep-alive connection, so each request times the server, not a handshake."""
+        address = urllib.parse.urlsplit(self.base_url)
+        return http.client.HTTPConnection(address.hostname or "", address.port, timeout=5)
+
 
 @contextmanager
 def serve(db: Database) -> Iterator[Server]:
@@ -373,6 +382,57 @@ def http_export(server: Server, way: Way, *, output: str = os.devnull, record: b
     way.notes.setdefault("server_rss_before_mb", []).append(round(rss.before_kib / 1024, 1))
 
 
+def health_under_load(server: Server, exports: int = CONCURRENT_EXPORTS) -> dict[str, Any]:
+    """`/api/v1/health` latency while `exports` full downloads run at once.
+
+    A stalled event loop would show here first: liveness waits behind any
+    blocking work the exports do in the server's one event loop.
+    """
+    command = ["curl", "-s", "-o", os.devnull, "-w", "%{http_code}"]
+    command += ["--max-time", str(STEP_TIMEOUT_S), "-H", f"X-API-Key: {server.key}"]
+    downloads = [
+        subprocess.Popen(
+            [*command, server.base_url + EXPORT_PATH],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(exports)
+    ]
+    latencies: list[float] = []
+    connection = server.connection()
+    deadline = time.monotonic() + STEP_TIMEOUT_S
+    try:
+        time.sleep(0.05)  # let the exports get going
+        while any(d.poll() is None for d in downloads) and time.monotonic() < deadline:
+            started = time.perf_counter()
+            connection.request("GET", "/api/v1/health")
+            response = connection.getresponse()
+            response.read()
+            latencies.append(time.perf_counter() - started)
+            if response.status != 200:
+                raise RuntimeError(f"health answered {response.status} under load")
+            time.sleep(0.02)
+    finally:
+        connection.close()
+        for download in downloads:
+            if download.poll() is None:
+                download.kill()
+            status, _ = download.communicate(timeout=30)
+            if download.returncode != 0 or status != "200":
+                raise RuntimeError(f"concurrent export: curl exit {download.returncode}, {status}")
+    if not latencies:
+        raise RuntimeError("the exports ended before health could be asked once")
+    ordered = sorted(latencies)
+    return {
+        "exports": exports,
+        "samples": len(latencies),
+        "max_s": ordered[-1],
+        "p99_s": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+        "median_s": statistics.median(ordered),
+    }
+
+
 def dump_command(db: Database, pg: Postgres | None) -> list[str]:
     """The database's own CSV dump of the export's rows and columns, in id order."""
     if db.backend == "sqlite":
@@ -466,6 +526,8 @@ def bench_backend(
                 f"{backend}: export {export.wall_s[-1]:.2f} s, dump {dump.wall_s[-1]:.2f} s, "
                 f"in-memory {memory.wall_s[-1]:.2f} s"
             )
+        log(f"{backend}: {CONCURRENT_EXPORTS} exports at once, sampling /api/v1/health")
+        health = health_under_load(server)
         export.notes["server_hwm_mb"] = round(_status_kib(server.pid, "VmHWM") / 1024, 1)
         export.notes["server_rss_at_start_mb"] = round(started_rss / 1024, 1)
 
@@ -502,8 +564,10 @@ def bench_backend(
             "ratio_export_to_dump_max": TARGET_RATIO[backend],
             "rss_growth_mb_max": TARGET_RSS_MB,
             "first_byte_s_max": TARGET_FIRST_BYTE_S,
+            "health_s_max": TARGET_HEALTH_S,
         },
         "verification": verification,
+        "health_under_load": health,
     }
 
 
@@ -551,6 +615,7 @@ def render(result: dict[str, Any]) -> str:
     growth = max(export["max_rss_growth_mb"], small["max_rss_growth_mb"])
     first_byte = export["median_first_byte_s"]
     verification = result["verification"]
+    health = result["health_under_load"]
     lines += [
         f"ratio export / dump     {ratio:5.2f}x   target <= {target}x   "
         f"{_verdict(ratio <= target)}",
@@ -560,6 +625,9 @@ def render(result: dict[str, Any]) -> str:
         f"target <= {TARGET_RSS_MB:.0f} MB   {_verdict(growth <= TARGET_RSS_MB)}",
         f"first byte              {_ms(first_byte)}   target <= "
         f"{TARGET_FIRST_BYTE_S * 1000:.0f} ms   {_verdict(first_byte <= TARGET_FIRST_BYTE_S)}",
+        f"health under load       max {_ms(health['max_s'])}, p99 {_ms(health['p99_s'])} over "
+        f"{health['samples']} requests during {health['exports']} exports   target <= "
+        f"{TARGET_HEALTH_S * 1000:.0f} ms   {_verdict(health['max_s'] <= TARGET_HEALTH_S)}",
         f"download checked        {verification['records']:,} CSV records (header + "
         f"{result['users']:,}), {verification['bytes']:,} bytes, byte-identical to the "
         f"in-memory CSV: {'yes' if verification['identical_to_python_encoder'] else 'NO'}",
