@@ -88,6 +88,8 @@ PRECEDENCE: dict[str, tuple[dict[str, str], set[str]]] = {
         {"REVIEWPOINT_FEATURES": " users:export_full , users:export_simple ,"},
         {"users:export_full", "users:export_simple"},
     ),
+    # Set but empty is still an allow-list: it names nothing (README, rule 4).
+    "empty-allow-list-all-off": ({"REVIEWPOINT_FEATURES": ""}, set()),
     "one-feature-off": (
         {"REVIEWPOINT_FEATURE_USERS_EXPORT_FULL": "false"},
         ALL - {"users:export_full"},

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 from fastapi import APIRouter
 from pydantic import BaseModel
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from reviewpoint.db import Engine
 from reviewpoint.errors import ServiceUnavailable
 
 router = APIRouter(prefix="/api/v1/health", tags=["Health"])
+log = logging.getLogger("reviewpoint.health")
 
 
 class HealthStatus(BaseModel):
@@ -30,6 +33,8 @@ async def ready(engine: Engine) -> HealthStatus:
         async with engine.connect() as connection:
             connection = await connection.execution_options(read_only=True)
             await connection.execute(text("SELECT 1"))
-    except Exception:
+    except (SQLAlchemyError, OSError, TimeoutError) as error:
+        # Only the database's failures: a bug here should be a 500, not "not ready".
+        log.warning("not ready: %r", error)
         raise ServiceUnavailable("Database unreachable") from None
     return HealthStatus()
