@@ -151,24 +151,7 @@ async def snapshot(
                     raise ValueError(f"not a snapshot id: {share!r}")
                 await connection.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{share}'")
             await connection.exec_driver_sql("SET TRANSACTION READ ONLY")
-        try:
-            yield connection
-        finally:
-            await _invalidate_if_lost(connection)
-
-
-async def _invalidate_if_lost(connection: AsyncConnection) -> None:
-    """Tell SQLAlchemy about a connection that died under a driver-level call.
-
-    Exports COPY on the asyncpg connection itself, so SQLAlchemy does not see
-    the server go away; closing would then try a rollback on a closed socket.
-    """
-    if connection.invalidated:
-        return
-    raw = await connection.get_raw_connection()
-    is_closed = getattr(raw.driver_connection, "is_closed", None)
-    if is_closed is not None and is_closed():
-        await connection.invalidate()
+        yield connection
 
 
 _SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f-]+")

@@ -53,6 +53,43 @@ class CsvStreamingResponse(StreamingResponse):
                     await aclose()
 
 
+class _Export:
+    """What a running export holds, released in one place however it ends."""
+
+    def __init__(self) -> None:
+        self.stack = AsyncExitStack()
+        self.connections: list[AsyncConnection] = []
+        self.failed = False
+
+    async def _discard_if_failed(self) -> None:
+        # After a failure a connection's state is unknown (a server that went away
+        # under a COPY, which SQLAlchemy does not see): close it rather than roll
+        # back on a dead socket and hand it to the next request. Failures are rare.
+        if self.failed:
+            for connection in self.connections:
+                await connection.invalidate()
+
+    async def open(self, engine: AsyncEngine, count: int) -> list[AsyncConnection]:
+        self.connections = await self.stack.enter_async_context(shared_snapshot(engine, count))
+        self.stack.push_async_callback(self._discard_if_failed)
+        return self.connections
+
+    async def release(self, spec: ExportSpec) -> None:
+        """Stop the readers, end the snapshot and return the connections, even if cancelled.
+
+        Never raises: ending a read cannot lose data, and an error here (a
+        rollback on a connection that just broke) must not replace the export's
+        own outcome.
+        """
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.stack.aclose()
+            except Exception:
+                log.warning(
+                    "export %s: releasing its connections failed", spec.filename, exc_info=True
+                )
+
+
 async def open_export(
     engine: AsyncEngine,
     spec: ExportSpec,
@@ -67,24 +104,24 @@ async def open_export(
     `connections` read chunks in parallel (PostgreSQL); a one-address export
     is a single small chunk and uses one.
     """
-    stack = AsyncExitStack()
+    export = _Export()
     try:
-        count = connections if email is None else 1
-        snapshots = await stack.enter_async_context(shared_snapshot(engine, count))
+        snapshots = await export.open(engine, connections if email is None else 1)
         readers = [await _reader(c, spec, email=email, chunk_rows=chunk_rows) for c in snapshots]
         pipeline = ChunkPipeline(readers, ahead=2 * len(readers))
         pipeline.start()
         # Exits run last-in first-out: readers stop before their connections go.
-        stack.push_async_callback(pipeline.close)
+        export.stack.push_async_callback(pipeline.close)
         first = await pipeline.next()
     except BaseException as error:
-        await _release(stack, spec)
+        export.failed = True
+        await export.release(spec)
         if isinstance(error, Exception):
             log.error("export %s could not start: %r", spec.filename, error)
             raise ServiceUnavailable("Database unavailable; the export did not start") from None
         raise
     log.info("export %s started by %s", spec.filename, audit)
-    return _body(stack, pipeline, spec, first, audit=audit)
+    return _body(export, pipeline, spec, first, audit=audit)
 
 
 async def _reader(
@@ -95,21 +132,8 @@ async def _reader(
     return SqliteChunks(connection, spec, email=email, chunk_rows=chunk_rows)
 
 
-async def _release(stack: AsyncExitStack, spec: ExportSpec) -> None:
-    """Stop the readers, end the snapshot and return its connections, even while cancelled.
-
-    Never raises: ending a read cannot lose data, and an error here (a rollback
-    on a connection that just broke) must not replace the export's own outcome.
-    """
-    with anyio.CancelScope(shield=True):
-        try:
-            await stack.aclose()
-        except Exception:
-            log.warning("export %s: releasing its connection failed", spec.filename, exc_info=True)
-
-
 async def _body(
-    stack: AsyncExitStack,
+    export: _Export,
     pipeline: ChunkPipeline,
     spec: ExportSpec,
     chunk: Chunk | None,
@@ -132,10 +156,11 @@ async def _body(
         outcome = "completed"
     except Exception:
         outcome = "failed"
+        export.failed = True
         log.exception("export %s failed after %d rows; response aborted", spec.filename, rows)
         raise
     finally:
-        await _release(stack, spec)
+        await export.release(spec)
         log.info(
             "export %s %s by %s: %d rows in %.2fs",
             spec.filename,
