@@ -6,8 +6,8 @@ several readers (PostgreSQL: connections sharing one snapshot) the database
 builds several chunks at once, on several cores.
 
 Each chunk's end is found before the chunk is read (`ChunkReader.chunk_end`,
-cheap); that step is the only one taken in turn. At most `ahead` chunks wait
-in memory, so memory stays flat whatever the export's size.
+cheap); that step is the only one taken in turn. At most two chunks per reader
+are read ahead, so memory stays flat whatever the export's size.
 
 A query is never cancelled halfway: a cancelled query leaves its connection in
 an unknown state (SQLAlchemy then throws it away, and a SQLite connection
@@ -24,9 +24,11 @@ from reviewpoint.exports.query import Chunk, ChunkReader
 
 
 class ChunkPipeline:
-    def __init__(self, readers: Sequence[ChunkReader], *, ahead: int) -> None:
+    def __init__(self, readers: Sequence[ChunkReader]) -> None:
         self._readers = readers
-        self._ahead = max(ahead, len(readers) + 1)
+        # One chunk in flight per reader, one more ready to send as soon as the
+        # current one is out.
+        self._ahead = 2 * len(readers)
         self._ready: dict[int, Chunk] = {}
         self._changed = asyncio.Condition()
         self._claim = asyncio.Lock()

@@ -30,10 +30,10 @@ hostile data.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import asyncpg
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from reviewpoint.exports.encoders import ExportSpec
@@ -59,23 +59,45 @@ class ChunkReader(Protocol):
         """The CSV records of the live users with `after < id <= end` (no end: all)."""
 
 
-def _filters(live: str, *, email: str | None, end: bool) -> str:
+def _filters(live: str, *, by_email: bool, end: bool) -> str:
     where = f"{live} AND id > :after"
     if end:
         where += " AND id <= :end"
-    if email is not None:
+    if by_email:
         where += " AND lower(email) = lower(:email)"
     return where
 
 
-def _boundary_sql(live: str, *, email: str | None) -> str:
-    where = _filters(live, email=email, end=False)
-    return f"SELECT id FROM users WHERE {where} ORDER BY id LIMIT 1 OFFSET :skip"
+class _Chunks:
+    """What both dialects share: the rows' filter and where each chunk ends."""
+
+    live: ClassVar[str]  # "not deleted" in the dialect's spelling
+
+    def __init__(
+        self, connection: AsyncConnection, spec: ExportSpec, *, email: str | None, chunk_rows: int
+    ) -> None:
+        self._connection = connection
+        self._spec = spec
+        self._email = email
+        self._chunk_rows = chunk_rows
+        where = _filters(self.live, by_email=email is not None, end=False)
+        self._boundary = text(
+            f"SELECT id FROM users WHERE {where} ORDER BY id LIMIT 1 OFFSET :skip"
+        )
+
+    def _values(self, **values: object) -> dict[str, object]:
+        if self._email is not None:
+            values["email"] = self._email
+        return values
+
+    async def chunk_end(self, after: int) -> int | None:
+        values = self._values(after=after, skip=self._chunk_rows - 1)
+        end: int | None = (await self._connection.execute(self._boundary, values)).scalar()
+        return end
 
 
 # --- PostgreSQL ------------------------------------------------------------
 
-_PG_LIVE = "is_deleted = false"
 _PG_RECORD_END = b',"\r"\n'
 
 
@@ -92,25 +114,23 @@ def _pg_column(name: str, kind: str) -> str:
     return name
 
 
-def _pg_named(sql: str, values: dict[str, object]) -> tuple[str, list[object]]:
-    """`:name` parameters to asyncpg's `$n`."""
-    args: list[object] = []
-    for name, value in values.items():
-        args.append(value)
-        sql = sql.replace(f":{name}", f"${len(args)}")
-    return sql, args
-
-
-class PostgresChunks:
+class PostgresChunks(_Chunks):
     """Chunks by COPY on the asyncpg connection under a SQLAlchemy snapshot."""
 
+    live = "is_deleted = false"
+
     def __init__(
-        self, driver: asyncpg.Connection, spec: ExportSpec, *, email: str | None, chunk_rows: int
+        self,
+        connection: AsyncConnection,
+        driver: asyncpg.Connection,
+        spec: ExportSpec,
+        *,
+        email: str | None,
+        chunk_rows: int,
     ) -> None:
+        super().__init__(connection, spec, email=email, chunk_rows=chunk_rows)
         self._driver = driver
-        self._spec = spec
-        self._email = email
-        self._chunk_rows = chunk_rows
+        self._columns = ", ".join(_pg_column(name, kind) for name, kind in spec.columns)
         self._email_literal: str | None = None
 
     @classmethod
@@ -120,20 +140,11 @@ class PostgresChunks:
         raw = await connection.get_raw_connection()
         driver = raw.driver_connection
         assert isinstance(driver, asyncpg.Connection)
-        return cls(driver, spec, email=email, chunk_rows=chunk_rows)
-
-    async def chunk_end(self, after: int) -> int | None:
-        values: dict[str, object] = {"after": after, "skip": self._chunk_rows - 1}
-        if self._email is not None:
-            values["email"] = self._email
-        sql, args = _pg_named(_boundary_sql(_PG_LIVE, email=self._email), values)
-        end: int | None = await self._driver.fetchval(sql, *args)
-        return end
+        return cls(connection, driver, spec, email=email, chunk_rows=chunk_rows)
 
     async def _select(self, after: int, end: int | None) -> str:
         """The chunk's SELECT with its values inlined: COPY takes no parameters."""
-        columns = ", ".join(_pg_column(name, kind) for name, kind in self._spec.columns)
-        where = _filters(_PG_LIVE, email=self._email, end=end is not None)
+        where = _filters(self.live, by_email=self._email is not None, end=end is not None)
         # Ids are ints, inlined as such; the email is quoted by the server itself.
         where = where.replace(":after", str(int(after)))
         if end is not None:
@@ -144,7 +155,7 @@ class PostgresChunks:
                     "SELECT quote_literal($1::text)", self._email
                 )
             where = where.replace(":email", str(self._email_literal))
-        return f"SELECT {columns}, E'\\r' FROM users WHERE {where} ORDER BY id"
+        return f"SELECT {self._columns}, E'\\r' FROM users WHERE {where} ORDER BY id"
 
     async def read(self, after: int, end: int | None) -> Chunk:
         parts: list[bytes] = []
@@ -160,8 +171,6 @@ class PostgresChunks:
 
 
 # --- SQLite ----------------------------------------------------------------
-
-_SQLITE_LIVE = "is_deleted = 0"
 
 
 def _sqlite_field(name: str, kind: str) -> tuple[str, list[str]]:
@@ -189,50 +198,37 @@ def _sqlite_field(name: str, kind: str) -> tuple[str, list[str]]:
     return "%d", [name]
 
 
-def _sqlite_chunk_sql(spec: ExportSpec, *, email: str | None, end: bool) -> str:
+def _sqlite_chunk_sql(spec: ExportSpec, *, by_email: bool, end: bool) -> TextClause:
     formats, args = [], []
     for name, kind in spec.columns:
         field_format, field_args = _sqlite_field(name, kind)
         formats.append(field_format)
         args.extend(field_args)
     line = f"printf('{','.join(formats)}' || char(13, 10), {', '.join(args)})"
-    where = _filters(_SQLITE_LIVE, email=email, end=end)
-    return (
+    where = _filters(SqliteChunks.live, by_email=by_email, end=end)
+    return text(
         "SELECT CAST(group_concat(line, '') AS BLOB), count(*) "
         f"FROM (SELECT {line} AS line FROM users WHERE {where} ORDER BY id)"
     )
 
 
-class SqliteChunks:
+class SqliteChunks(_Chunks):
     """Chunks by one aggregate query each, through SQLAlchemy and aiosqlite."""
 
+    live = "is_deleted = 0"
+
     def __init__(
-        self,
-        connection: AsyncConnection,
-        spec: ExportSpec,
-        *,
-        email: str | None,
-        chunk_rows: int,
+        self, connection: AsyncConnection, spec: ExportSpec, *, email: str | None, chunk_rows: int
     ) -> None:
-        self._connection = connection
-        self._spec = spec
-        self._email = email
-        self._chunk_rows = chunk_rows
-
-    def _values(self, **values: object) -> dict[str, object]:
-        if self._email is not None:
-            values["email"] = self._email
-        return values
-
-    async def chunk_end(self, after: int) -> int | None:
-        sql = _boundary_sql(_SQLITE_LIVE, email=self._email)
-        values = self._values(after=after, skip=self._chunk_rows - 1)
-        result = await self._connection.execute(text(sql), values)
-        end: int | None = result.scalar()
-        return end
+        super().__init__(connection, spec, email=email, chunk_rows=chunk_rows)
+        by_email = email is not None
+        self._range = _sqlite_chunk_sql(spec, by_email=by_email, end=True)
+        self._rest = _sqlite_chunk_sql(spec, by_email=by_email, end=False)
 
     async def read(self, after: int, end: int | None) -> Chunk:
-        sql = _sqlite_chunk_sql(self._spec, email=self._email, end=end is not None)
-        values = self._values(after=after) if end is None else self._values(after=after, end=end)
-        body, rows = (await self._connection.execute(text(sql), values)).one()
+        if end is None:
+            statement, values = self._rest, self._values(after=after)
+        else:
+            statement, values = self._range, self._values(after=after, end=end)
+        body, rows = (await self._connection.execute(statement, values)).one()
         return Chunk(body=bytes(body or b""), rows=rows)

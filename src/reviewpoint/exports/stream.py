@@ -108,7 +108,7 @@ async def open_export(
     try:
         snapshots = await export.open(engine, connections if email is None else 1)
         readers = [await _reader(c, spec, email=email, chunk_rows=chunk_rows) for c in snapshots]
-        pipeline = ChunkPipeline(readers, ahead=2 * len(readers))
+        pipeline = ChunkPipeline(readers)
         pipeline.start()
         # Exits run last-in first-out: readers stop before their connections go.
         export.stack.push_async_callback(pipeline.close)
