@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import insert
 
@@ -152,7 +153,7 @@ def revoke_api_key(db_url: str, key_id: int) -> None:
     asyncio.run(run())
 
 
-def login(client: TestClient, email: str, password: str) -> dict[str, str]:
+def login(client: httpx.Client, email: str, password: str) -> dict[str, str]:
     response = client.post("/api/v1/auth/login", data={"username": email, "password": password})
     assert response.status_code == 200, response.text
     return {"Authorization": f"Bearer {response.json()['access_token']}"}

@@ -11,6 +11,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 # Known publicly (it is in this file), so only development and tests may use it.
 DEV_JWT_SECRET = "reviewpoint-dev-secret-do-not-use-in-production"  # noqa: S105
 MIN_PROD_SECRET_LENGTH = 32
+# Pool connections kept for everything but exports: logins, the admin API,
+# readiness probes and the credential checks that precede exports.
+REQUEST_CONNECTIONS = 4
 
 
 class Settings(BaseSettings):
@@ -32,6 +35,19 @@ class Settings(BaseSettings):
     # PostgreSQL connections that build one export's chunks at once, sharing one
     # snapshot: two keep both cores of a small server busy. SQLite always uses one.
     export_connections: int = Field(default=2, ge=1, le=8)
+
+    # Connections and admission (see db.Database for how the pool is split).
+    # Database connections one worker process may hold at once.
+    db_pool_size: int = Field(default=10, ge=4, le=200)
+    # Seconds a request waits for a free connection before it gets 503.
+    db_pool_timeout: float = Field(default=5.0, gt=0, le=60)
+    # Exports running at once in one worker; unset: derived from the pool so that
+    # requests always keep REQUEST_CONNECTIONS of their own.
+    export_max_concurrent: int | None = Field(default=None, ge=1, le=100)
+    # An export whose client accepts no data (64 KiB) for this long is aborted.
+    export_send_timeout: float = Field(default=30.0, gt=0, le=3600)
+    # No export runs longer than this, however fast its client reads.
+    export_max_seconds: float = Field(default=3600.0, gt=0, le=24 * 3600)
 
     # Feature flags; see features.py for how these combine.
     features: Annotated[list[str] | None, NoDecode] = None
@@ -67,6 +83,13 @@ class Settings(BaseSettings):
                     "REVIEWPOINT_JWT_SECRET_KEY must be set to a random string of at least "
                     f"{MIN_PROD_SECRET_LENGTH} characters when REVIEWPOINT_ENV=prod"
                 )
+        if self.db_pool_size - self.export_slots * self.connections_per_export < 2:
+            raise ValueError(
+                f"REVIEWPOINT_DB_POOL_SIZE={self.db_pool_size} leaves fewer than 2 connections "
+                f"for requests once {self.export_slots} export(s) hold "
+                f"{self.connections_per_export} each: raise it, or lower "
+                "REVIEWPOINT_EXPORT_MAX_CONCURRENT or REVIEWPOINT_EXPORT_CONNECTIONS"
+            )
         if self.features is not None:
             from reviewpoint.features import FEATURES
 
@@ -81,6 +104,18 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.db_url.startswith("sqlite")
+
+    @property
+    def connections_per_export(self) -> int:
+        return 1 if self.is_sqlite else self.export_connections
+
+    @property
+    def export_slots(self) -> int:
+        """Exports one worker runs at once: what the pool holds beyond REQUEST_CONNECTIONS."""
+        if self.export_max_concurrent is not None:
+            return self.export_max_concurrent
+        spare = self.db_pool_size - REQUEST_CONNECTIONS
+        return max(1, spare // self.connections_per_export)
 
 
 class SettingsError(Exception):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, event
@@ -20,6 +21,9 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+if TYPE_CHECKING:
+    from reviewpoint.config import Settings
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -93,6 +97,9 @@ def _install_sqlite_transactions(engine: AsyncEngine) -> None:
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    # Statement parameters never reach logs or error messages: they hold emails,
+    # password hashes and API-key digests.
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         engine = create_async_engine(url, **kwargs)
         _install_sqlite_transactions(engine)
@@ -101,22 +108,120 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return create_async_engine(url, **kwargs)
 
 
-def get_engine(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.app.state.engine
-    return engine
+# PostgreSQL limits per use. Request statements are index lookups: anything
+# slower is a fault. An export chunk is one COPY of `export_chunk_rows` rows.
+REQUEST_STATEMENT_TIMEOUT_MS = 15_000
+REQUEST_IDLE_IN_TRANSACTION_MS = 30_000
+EXPORT_STATEMENT_TIMEOUT_MS = 300_000
+# How long shutdown waits for background bookkeeping writes.
+BACKGROUND_GRACE_SECONDS = 5.0
+
+
+def _postgres_limits(statement_ms: int, idle_ms: int) -> dict[str, Any]:
+    settings = {
+        "statement_timeout": str(statement_ms),
+        "idle_in_transaction_session_timeout": str(idle_ms),
+    }
+    return {"connect_args": {"server_settings": settings}}
+
+
+class Database:
+    """A worker's two pools: one for requests, one only for exports.
+
+    Exports get `export_slots x connections_per_export` connections and
+    admission control never lets more exports run than that, so however many
+    exports run, logins, the admin API and readiness keep the request pool to
+    themselves. Nothing holds a connection from one pool while it waits for the
+    other: credentials are checked in a short request transaction that ends
+    before the export's snapshot opens.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        postgres = not settings.is_sqlite
+        export_pool = settings.export_slots * settings.connections_per_export
+        request_pool = settings.db_pool_size - export_pool
+        self.engine = create_engine(
+            settings.db_url,
+            pool_size=request_pool,
+            max_overflow=0,
+            pool_timeout=settings.db_pool_timeout,
+            **(
+                _postgres_limits(REQUEST_STATEMENT_TIMEOUT_MS, REQUEST_IDLE_IN_TRANSACTION_MS)
+                if postgres
+                else {}
+            ),
+        )
+        # A snapshot may idle while its client reads, but never outlive the
+        # export's own time limit, even if this process wedges.
+        self.export_engine = create_engine(
+            settings.db_url,
+            pool_size=export_pool,
+            max_overflow=0,
+            pool_timeout=settings.db_pool_timeout,
+            **(
+                _postgres_limits(
+                    EXPORT_STATEMENT_TIMEOUT_MS, int(settings.export_max_seconds * 1000) + 60_000
+                )
+                if postgres
+                else {}
+            ),
+        )
+        self._background: dict[str, asyncio.Task[None]] = {}
+        self._writes = async_sessionmaker(self.engine, expire_on_commit=False)
+        # On SQLite `read_only` makes the transaction a deferred BEGIN, which
+        # takes no write lock (see _install_sqlite_transactions).
+        self._reads = async_sessionmaker(
+            self.engine.execution_options(read_only=True), expire_on_commit=False
+        )
+
+    def spawn_once(self, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `work` beside the request unless work of that name is already running.
+
+        For writes no request should wait for (bookkeeping such as `last_used_at`);
+        `dispose` lets them finish.
+        """
+        if name in self._background:
+            return
+        task = asyncio.get_running_loop().create_task(work())
+        self._background[name] = task
+        task.add_done_callback(lambda _: self._background.pop(name, None))
+
+    def session(self, *, read_only: bool = False) -> AsyncSession:
+        return (self._reads if read_only else self._writes)()
+
+    @asynccontextmanager
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[AsyncSession]:
+        """A short transaction of its own, committed (or rolled back) on exit."""
+        async with self.session(read_only=read_only) as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        if self._background:
+            await asyncio.wait(self._background.values(), timeout=BACKGROUND_GRACE_SECONDS)
+        await self.engine.dispose()
+        await self.export_engine.dispose()
+
+
+def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per request, committed before the response is sent."""
-    maker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
-    async with maker() as session, session.begin():
+    """One transaction per request, committed before the response is sent.
+
+    GET and HEAD only read, so on SQLite they never queue for the write lock.
+    The connection is taken at the first statement, not before.
+    """
+    read_only = request.method in ("GET", "HEAD")
+    async with get_database(request).transaction(read_only=read_only) as session:
         yield session
 
 
 # scope="function": commit before the response goes out, so a client that gets
 # 201 can read its write back at once.
 Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
-Engine = Annotated[AsyncEngine, Depends(get_engine)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
 
 
 @asynccontextmanager

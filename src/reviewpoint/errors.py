@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from typing import ClassVar
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 log = logging.getLogger("reviewpoint.errors")
 
@@ -63,7 +65,11 @@ async def _render_database_down(request: Request, exc: Exception) -> JSONRespons
     # A lost or refused database connection is the operator's problem, not the
     # client's: say so with 503 so load balancers and clients retry later.
     log.error("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
-    return JSONResponse({"detail": "Database unavailable"}, status_code=503)
+    return JSONResponse(
+        {"detail": "Database unavailable"},
+        status_code=503,
+        headers={"Retry-After": BUSY_RETRY_AFTER},
+    )
 
 
 # SQLSTATE classes that mean "the database cannot serve us right now" rather than
@@ -73,14 +79,53 @@ async def _render_database_down(request: Request, exc: Exception) -> JSONRespons
 _UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "28", "3D", "53", "57"})
 
 
+# SQLite result codes that mean the file cannot serve (busy, locked, out of
+# memory, read-only, I/O error, corrupt, disk full, cannot open, not a database),
+# as opposed to SQLITE_ERROR, a statement that is wrong (e.g. no such table).
+_SQLITE_UNAVAILABLE_CODES = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 26})
+
+
+def is_database_unavailable(error: BaseException) -> bool:
+    """True when the database cannot serve us (retry later), not when a statement is wrong.
+
+    asyncpg reports a missing database, a bad password or a full server as a
+    plain DBAPIError, and errors of its own COPY (the export path) unwrapped:
+    only the SQLSTATE tells an outage from a bug. sqlite3 reports both kinds as
+    OperationalError: only its result code tells them apart.
+    """
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return True
+        sqlite_code = getattr(error.orig, "sqlite_errorcode", None)
+        if sqlite_code is not None:
+            return sqlite_code & 0xFF in _SQLITE_UNAVAILABLE_CODES
+    if isinstance(
+        error,
+        OperationalError | InterfaceError | OSError | PoolTimeout | asyncpg.InterfaceError,
+    ):
+        return True
+    sqlstate = getattr(getattr(error, "orig", None) or error, "sqlstate", None) or ""
+    return sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
+
+
 async def _render_database_error(request: Request, exc: Exception) -> JSONResponse:
-    # asyncpg reports a missing database, a bad password or a full server as a
-    # plain DBAPIError; only its SQLSTATE tells an outage from a bug.
-    assert isinstance(exc, DBAPIError)
-    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
-    if exc.connection_invalidated or sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES:
+    if is_database_unavailable(exc):
         return await _render_database_down(request, exc)
     return await _render_unexpected(request, exc)
+
+
+# Seconds a client is asked to wait when the pool or the database is busy.
+BUSY_RETRY_AFTER = "2"
+
+
+async def _render_pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
+    # Every pooled connection stayed busy for the pool timeout: overload, not a bug.
+    log.warning("no database connection free on %s %s", request.method, request.url.path)
+    return JSONResponse(
+        {"detail": "Server busy: no database connection free; retry shortly"},
+        status_code=503,
+        headers={"Retry-After": BUSY_RETRY_AFTER},
+    )
 
 
 async def _render_unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -90,8 +135,7 @@ async def _render_unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _render_app_error)
-    app.add_exception_handler(OperationalError, _render_database_down)
-    app.add_exception_handler(InterfaceError, _render_database_down)
+    app.add_exception_handler(PoolTimeout, _render_pool_exhausted)
     app.add_exception_handler(DBAPIError, _render_database_error)
     app.add_exception_handler(OSError, _render_database_down)
     app.add_exception_handler(Exception, _render_unexpected)

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from reviewpoint.db import Engine
+from reviewpoint.db import DatabaseDep
 from reviewpoint.errors import ServiceUnavailable
 
 router = APIRouter(prefix="/api/v1/health", tags=["Health"])
@@ -28,9 +28,10 @@ async def live() -> HealthStatus:
 
 
 @router.get("/ready", responses={503: {"description": "Database unreachable"}})
-async def ready(engine: Engine) -> HealthStatus:
+async def ready(database: DatabaseDep) -> HealthStatus:
+    """The request pool answers: the one exports can never exhaust."""
     try:
-        async with engine.connect() as connection:
+        async with database.engine.connect() as connection:
             connection = await connection.execution_options(read_only=True)
             await connection.execute(text("SELECT 1"))
     except (SQLAlchemyError, OSError, TimeoutError) as error:

@@ -7,13 +7,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from reviewpoint import __version__
+from reviewpoint.admission.gate import Admission
 from reviewpoint.api_keys.router import router as api_keys_router
 from reviewpoint.auth.router import router as auth_router
 from reviewpoint.config import Settings, load_settings
-from reviewpoint.db import create_engine
+from reviewpoint.db import Database
 from reviewpoint.errors import install_error_handlers
 from reviewpoint.exports.router import router as exports_router
 from reviewpoint.health import router as health_router
@@ -28,13 +28,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.db_url)
-        app.state.engine = engine
-        app.state.sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+        database = Database(settings)
+        app.state.database = database
+        app.state.admission = Admission(settings)
         try:
             yield
         finally:
-            await engine.dispose()
+            await app.state.admission.close()
+            await database.dispose()
 
     # Swagger UI and ReDoc assets come from the fastapi-offline package, so /docs
     # and /redoc work without internet access.

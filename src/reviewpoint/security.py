@@ -2,34 +2,85 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import os
 import secrets
 import string
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import jwt
 from pwdlib import PasswordHash
 
+from reviewpoint.errors import TooManyRequests
+
 _passwords = PasswordHash.recommended()  # Argon2id with pwdlib's current parameters
+
+T = TypeVar("T")
 
 JWT_ALGORITHM = "HS256"
 API_KEY_PREFIX = "rvp_"
 _KEY_ALPHABET = string.ascii_letters + string.digits
 
 
+# Argon2 costs about 0.1 s of CPU and 64 MiB a hash. It runs on a few threads of
+# its own (the C code releases the GIL, so the event loop keeps serving), at
+# most HASH_THREADS at once so logins cannot take every core, and at most
+# HASH_QUEUE waiting: a flood is refused at once instead of queueing work that
+# would finish long after its clients gave up.
+HASH_THREADS = max(1, (os.cpu_count() or 2) // 2)
+HASH_QUEUE = 8 * HASH_THREADS
+_hash_pool = ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="argon2")
+_hash_pending = 0
+_hash_pending_lock = threading.Lock()  # apps in tests run loops on several threads
+
+
+class PasswordWorkBusy(TooManyRequests):
+    """More password hashes are waiting than HASH_QUEUE allows."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Too many password checks in progress; retry shortly", headers={"Retry-After": "1"}
+        )
+
+
+async def _hash_work(function: Callable[..., T], *args: str) -> T:
+    global _hash_pending
+    with _hash_pending_lock:
+        if _hash_pending >= HASH_THREADS + HASH_QUEUE:
+            raise PasswordWorkBusy
+        _hash_pending += 1
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_hash_pool, function, *args)
+    finally:
+        with _hash_pending_lock:
+            _hash_pending -= 1
+
+
 def hash_password(password: str) -> str:
+    """Blocking: for code outside the event loop (seeding, tests)."""
     return _passwords.hash(password)
 
 
-def verify_password(password: str, hashed: str) -> bool:
-    return _passwords.verify(password, hashed)
+async def hash_password_in_worker(password: str) -> str:
+    return await _hash_work(_passwords.hash, password)
 
 
-def dummy_verify() -> None:
-    """Spend a hash's time on unknown emails so timing does not reveal which exist."""
-    _passwords.verify("not-the-password", _DUMMY_HASH)
+async def check_password(password: str, hashed: str | None) -> bool:
+    """Check a password; with no hash (unknown email) spend the same time and fail.
+
+    Equal time for known and unknown emails keeps timing from telling which exist.
+    """
+    if hashed is None:
+        await _hash_work(_passwords.verify, "not-the-password", _DUMMY_HASH)
+        return False
+    return await _hash_work(_passwords.verify, password, hashed)
 
 
 _DUMMY_HASH = _passwords.hash("reviewpoint-dummy")

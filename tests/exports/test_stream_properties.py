@@ -229,7 +229,7 @@ def _eventually(check: Callable[[], bool], *, seconds: float = 10.0) -> bool:
 
 def _checked_out(server: LiveServer) -> int:
     """Connections the app's pool has lent out right now."""
-    checked_out: int = server.server.config.app.state.engine.pool.checkedout()
+    checked_out: int = server.server.config.app.state.database.export_engine.pool.checkedout()
     return checked_out
 
 
@@ -427,19 +427,20 @@ def test_database_lost_mid_stream_breaks_the_download_and_is_logged(
 # --- 4. errors before the first byte -----------------------------------------------
 
 
-def test_export_that_cannot_start_is_a_clean_503(
+def test_export_whose_query_fails_is_a_clean_500_not_a_503(
     live_server: LiveServer, db_url: str, full_key: dict[str, str], app_log: io.StringIO
 ) -> None:
     # Credentials check out, but the export's own query fails before any byte is sent.
+    # A broken schema is our fault, not an outage: 503 would tell balancers to retry.
     _add_users(db_url, 10)
     _write(db_url, _rename_users("users_gone"))
     headers = {**full_key, "X-Request-ID": "cannot-start-1"}
     with httpx.Client(base_url=live_server.url, timeout=20) as client:
         for path in (EXPORT_FULL, EXPORT_MINIMAL):
             response = client.get(path, headers=headers)
-            assert response.status_code == 503
+            assert response.status_code == 500
             assert response.headers["content-type"] == "application/json"
-            assert response.json() == {"detail": "Database unavailable; the export did not start"}
+            assert response.json() == {"detail": "Internal server error"}
         assert "[cannot-start-1] export" in app_log.getvalue()
         assert "could not start" in app_log.getvalue()
         assert _eventually(lambda: _checked_out(live_server) == 0)
@@ -467,6 +468,7 @@ def test_database_down_is_a_clean_503(
             response = httpx.get(f"{server.url}{path}", headers=full_key, timeout=20)
             assert response.status_code == 503, response.text
             assert response.headers["content-type"] == "application/json"
+            assert response.headers["Retry-After"] == "2"
             assert set(response.json()) == {"detail"}
 
 

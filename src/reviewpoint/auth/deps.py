@@ -16,8 +16,8 @@ from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 
 from reviewpoint import features, security
 from reviewpoint.api_keys import service as api_keys
-from reviewpoint.config import AppSettings
-from reviewpoint.db import Session
+from reviewpoint.config import AppSettings, Settings
+from reviewpoint.db import DatabaseDep
 from reviewpoint.errors import FeatureDisabled, NotAuthenticated, NotPermitted
 from reviewpoint.users import repository as users
 from reviewpoint.users.models import User
@@ -29,20 +29,25 @@ BearerToken = Annotated[str | None, Depends(_bearer)]
 ApiKeySecret = Annotated[str | None, Depends(_api_key)]
 
 
-async def _user_from_token(session: Session, settings: AppSettings, token: str) -> User:
+async def _user_from_token(database: Database, settings: Settings, token: str) -> User:
     subject = security.read_access_token(token, secret=settings.jwt_secret_key.get_secret_value())
     user = None
-    if subject is not None and subject.isdigit():
-        user = await users.get_live(session, user_id=int(subject))
+    if subject is not None and subject.isascii() and subject.isdigit():
+        # A short transaction of its own: the request's session (if any) takes
+        # its connection only when the route needs it.
+        async with database.transaction(read_only=True) as session:
+            user = await users.get_live(session, user_id=int(subject))
     if user is None or not user.is_active:
         raise NotAuthenticated("Invalid or expired access token")
     return user
 
 
-async def get_current_user(session: Session, settings: AppSettings, token: BearerToken) -> User:
+async def get_current_user(
+    database: DatabaseDep, settings: AppSettings, token: BearerToken
+) -> User:
     if not token:
         raise NotAuthenticated("Not authenticated")
-    return await _user_from_token(session, settings, token)
+    return await _user_from_token(database, settings, token)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -65,26 +70,35 @@ class ExportPrincipal:
     id: int
     label: str
 
+    @property
+    def key(self) -> str:
+        """The name its rate and concurrency budgets are kept under."""
+        return f"{self.kind}:{self.id}"
+
 
 def require_scope(scope: str) -> Callable[..., Awaitable[ExportPrincipal]]:
     """An export credential: an API key holding `scope`, or an active admin's token.
 
     When both headers are sent the API key decides; it is never silently
-    replaced by the other credential.
+    replaced by the other credential. The check runs in its own short
+    transaction, over before the export opens its snapshot: an export never
+    holds one pooled connection while it waits for another.
     """
 
     async def principal(
-        session: Session, settings: AppSettings, api_key: ApiKeySecret, token: BearerToken
+        database: DatabaseDep, settings: AppSettings, api_key: ApiKeySecret, token: BearerToken
     ) -> ExportPrincipal:
         if api_key:
-            key = await api_keys.authenticate(session, secret=api_key)
+            async with database.transaction(read_only=True) as session:
+                key = await api_keys.find_live(session, secret=api_key)
             if key is None:
                 raise NotAuthenticated("Invalid, expired or revoked API key")
             if not api_keys.grants(key.scope_list, scope):
                 raise NotPermitted(f"API key lacks the '{scope}' scope")
+            api_keys.record_use(database, key)
             return ExportPrincipal(kind="api_key", id=key.id, label=f"{key.name} ({key.prefix})")
         if token:
-            user = await _user_from_token(session, settings, token)
+            user = await _user_from_token(database, settings, token)
             if not user.is_admin:
                 raise NotPermitted("Administrator privileges required")
             return ExportPrincipal(kind="user", id=user.id, label=user.email)

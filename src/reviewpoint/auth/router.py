@@ -3,14 +3,16 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import OAuth2PasswordRequestForm
 
 from reviewpoint import security
+from reviewpoint.admission.gate import AdmissionDep
 from reviewpoint.auth.deps import CurrentUser
 from reviewpoint.auth.schemas import Token
 from reviewpoint.config import AppSettings
-from reviewpoint.db import Session
+from reviewpoint.db import DatabaseDep
 from reviewpoint.errors import NotAuthenticated
 from reviewpoint.users import service as users
 from reviewpoint.users.schemas import UserPublic
@@ -18,14 +20,46 @@ from reviewpoint.users.schemas import UserPublic
 router = APIRouter(prefix="/api/v1/auth", tags=["Auth"])
 
 
-@router.post("/login", responses={401: {"description": "Wrong email or password"}})
+def _refuse_nul(form: OAuth2PasswordRequestForm) -> None:
+    # Neither database can compare text holding NUL (PostgreSQL refuses it).
+    for field in ("username", "password"):
+        if "\x00" in getattr(form, field):
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("body", field),
+                        "msg": "must not contain NUL characters",
+                        "type": "value_error",
+                    }
+                ]
+            )
+
+
+@router.post(
+    "/login",
+    responses={
+        401: {"description": "Wrong email or password"},
+        429: {"description": "Too many attempts from this address or for this account"},
+    },
+)
 async def login(
-    session: Session,
+    request: Request,
+    response: Response,
+    database: DatabaseDep,
+    admission: AdmissionDep,
     settings: AppSettings,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
 ) -> Token:
-    """OAuth2 password flow: `username` is the email."""
-    user = await users.authenticate(session, email=form.username, password=form.password)
+    """OAuth2 password flow: `username` is the email.
+
+    Attempts count against the client address and the account before any
+    password is checked, so a flood costs no Argon2 time once over budget.
+    """
+    _refuse_nul(form)
+    address = request.client.host if request.client else "unknown"
+    budget = await admission.admit_login(address=address, account=form.username.lower())
+    response.headers.update(budget.headers())
+    user = await users.authenticate(database, email=form.username, password=form.password)
     if user is None:
         raise NotAuthenticated("Incorrect email or password")
     token = security.create_access_token(

@@ -6,11 +6,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from reviewpoint.admission.gate import Admission, AdmissionDep
 from reviewpoint.auth.deps import ExportPrincipal, require_feature, require_scope
 from reviewpoint.config import AppSettings, Settings
-from reviewpoint.db import Engine
+from reviewpoint.db import Database, DatabaseDep
 from reviewpoint.errors import BadRequest
 from reviewpoint.exports.encoders import FULL, MINIMAL, ExportSpec
 from reviewpoint.exports.stream import CsvStreamingResponse, open_export
@@ -20,7 +20,11 @@ router = APIRouter(prefix="/api/v1/users")
 _EXPORT_ERRORS: dict[int | str, dict[str, object]] = {
     401: {"description": "Missing, unknown, expired or revoked credentials"},
     403: {"description": "Feature disabled, scope missing, or not an administrator"},
-    503: {"description": "Database unavailable; nothing was sent"},
+    429: {
+        "description": "Rate limit or concurrency cap reached; retry after `Retry-After` "
+        "seconds. `RateLimit-Policy` and `RateLimit` describe the budget."
+    },
+    503: {"description": "Database unavailable or busy; nothing was sent (see `Retry-After`)"},
 }
 
 
@@ -29,22 +33,31 @@ def _csv_example(text: str) -> dict[int | str, dict[str, object]]:
 
 
 async def _csv_response(
-    engine: AsyncEngine,
+    database: Database,
+    admission: Admission,
     settings: Settings,
     spec: ExportSpec,
     *,
     email: str | None,
     principal: ExportPrincipal,
 ) -> CsvStreamingResponse:
+    slots, budget = await admission.admit_export(principal.key)
     body = await open_export(
-        engine,
+        database.export_engine,
         spec,
         email=email,
         chunk_rows=settings.export_chunk_rows,
         connections=settings.export_connections,
         audit=principal.label,
+        admission=slots,
     )
-    return CsvStreamingResponse(body, filename=spec.filename)
+    return CsvStreamingResponse(
+        body,
+        filename=spec.filename,
+        send_timeout=settings.export_send_timeout,
+        max_seconds=settings.export_max_seconds,
+        headers=budget.headers(),
+    )
 
 
 class ExportAliveResponse(BaseModel):
@@ -77,7 +90,8 @@ class ExportSimpleResponse(BaseModel):
     dependencies=[Depends(require_feature("users:export"))],
 )
 async def export_users_csv(
-    engine: Engine,
+    database: DatabaseDep,
+    admission: AdmissionDep,
     settings: AppSettings,
     principal: Annotated[ExportPrincipal, Depends(require_scope("users:export"))],
     email: Annotated[str | None, Query(description="Filter by specific email address")] = None,
@@ -85,7 +99,9 @@ async def export_users_csv(
 ) -> CsvStreamingResponse:
     if format.lower() != "csv":
         raise BadRequest("Unsupported format. Only 'csv' is supported.")
-    return await _csv_response(engine, settings, MINIMAL, email=email, principal=principal)
+    return await _csv_response(
+        database, admission, settings, MINIMAL, email=email, principal=principal
+    )
 
 
 @router.get(
@@ -110,11 +126,12 @@ async def export_users_csv(
     dependencies=[Depends(require_feature("users:export_full"))],
 )
 async def export_users_full_csv(
-    engine: Engine,
+    database: DatabaseDep,
+    admission: AdmissionDep,
     settings: AppSettings,
     principal: Annotated[ExportPrincipal, Depends(require_scope("users:export_full"))],
 ) -> CsvStreamingResponse:
-    return await _csv_response(engine, settings, FULL, email=None, principal=principal)
+    return await _csv_response(database, admission, settings, FULL, email=None, principal=principal)
 
 
 @router.get(

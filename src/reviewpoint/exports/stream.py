@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 
 import anyio
@@ -25,7 +25,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Send
 
 from reviewpoint.db import shared_snapshot
-from reviewpoint.errors import ServiceUnavailable
+from reviewpoint.errors import BUSY_RETRY_AFTER, ServiceUnavailable, is_database_unavailable
 from reviewpoint.exports.encoders import CsvEncoder, ExportSpec
 from reviewpoint.exports.pipeline import ChunkPipeline
 from reviewpoint.exports.query import Chunk, ChunkReader, PostgresChunks, SqliteChunks
@@ -33,17 +33,63 @@ from reviewpoint.exports.query import Chunk, ChunkReader, PostgresChunks, Sqlite
 log = logging.getLogger("reviewpoint.exports")
 
 
+# A chunk goes out in pieces of this size, each given the send timeout: a client
+# that takes less than this in REVIEWPOINT_EXPORT_SEND_TIMEOUT seconds is gone.
+SEND_PIECE_BYTES = 64 * 1024
+
+
 class CsvStreamingResponse(StreamingResponse):
+    """The export's body, sent under two clocks.
+
+    A client that accepts no data for `send_timeout` seconds (a full socket
+    buffer: it stopped reading) and an export running past `max_seconds` are
+    cut off: the response ends without its final chunk, so the client sees an
+    incomplete download, and the body is closed, which ends the snapshot.
+    """
+
     media_type = "text/csv"
 
-    def __init__(self, body: AsyncIterator[bytes], *, filename: str) -> None:
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        *,
+        filename: str,
+        send_timeout: float,
+        max_seconds: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(
-            body, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+            body,
+            headers={
+                "Content-Disposition": f'attachment; filename="{filename}"',
+                **(headers or {}),
+            },
         )
+        self.send_timeout = send_timeout
+        self.max_seconds = max_seconds
 
     async def stream_response(self, send: Send) -> None:
         try:
-            await super().stream_response(send)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            with anyio.move_on_after(self.max_seconds) as whole:
+                async for chunk in self.body_iterator:
+                    assert isinstance(chunk, bytes)
+                    if not await self._send_in_pieces(send, chunk):
+                        log.warning(
+                            "export aborted: the client accepted no data for %g s",
+                            self.send_timeout,
+                        )
+                        return
+            if whole.cancelled_caught:
+                log.warning("export aborted: it ran past %g s", self.max_seconds)
+                return
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             # Starlette leaves a body suspended at `yield` to the garbage
             # collector when sending fails; close it now so the snapshot ends.
@@ -51,6 +97,16 @@ class CsvStreamingResponse(StreamingResponse):
             if aclose is not None:
                 with anyio.CancelScope(shield=True):
                     await aclose()
+
+    async def _send_in_pieces(self, send: Send, chunk: bytes) -> bool:
+        """Send one chunk; False if the client stalled past the send timeout."""
+        for start in range(0, len(chunk), SEND_PIECE_BYTES):
+            piece = chunk if len(chunk) <= SEND_PIECE_BYTES else chunk[start : start + SEND_PIECE_BYTES]
+            with anyio.move_on_after(self.send_timeout) as stalled:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            if stalled.cancelled_caught:
+                return False
+        return True
 
 
 class _Export:
@@ -98,13 +154,16 @@ async def open_export(
     chunk_rows: int,
     connections: int,
     audit: str,
+    admission: AsyncExitStack,
 ) -> AsyncIterator[bytes]:
-    """Start an export and return its body; raises 503 if it cannot start.
+    """Start an export and return its body; raises 503 if the database cannot serve.
 
     `connections` read chunks in parallel (PostgreSQL); a one-address export
-    is a single small chunk and uses one.
+    is a single small chunk and uses one. The export owns `admission` (its
+    slots under the concurrency caps) and frees it last, however it ends.
     """
     export = _Export()
+    export.stack.push_async_callback(admission.aclose)
     try:
         snapshots = await export.open(engine, connections if email is None else 1)
         readers = [await _reader(c, spec, email=email, chunk_rows=chunk_rows) for c in snapshots]
@@ -118,7 +177,13 @@ async def open_export(
         await export.release(spec)
         if isinstance(error, Exception):
             log.error("export %s could not start: %r", spec.filename, error)
-            raise ServiceUnavailable("Database unavailable; the export did not start") from None
+            # Only a database that cannot serve is a 503 (clients and load
+            # balancers retry those); anything else is a fault of ours.
+            if is_database_unavailable(error):
+                raise ServiceUnavailable(
+                    "Database unavailable; the export did not start",
+                    headers={"Retry-After": BUSY_RETRY_AFTER},
+                ) from None
         raise
     log.info("export %s started by %s", spec.filename, audit)
     return _body(export, pipeline, spec, first, audit=audit)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import false, func, select
+from sqlalchemy import false, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from reviewpoint.users.models import User
@@ -36,3 +37,10 @@ async def add(session: AsyncSession, user: User) -> User:
     session.add(user)
     await session.flush()
     return user
+
+
+async def record_login(session: AsyncSession, *, user_id: int, at: datetime) -> None:
+    """Set `last_login_at` only: a login is not a change to the account (`updated_at`)."""
+    await session.execute(
+        update(User).where(User.id == user_id).values(last_login_at=at, updated_at=User.updated_at)
+    )

@@ -1,18 +1,18 @@
 """User rules: unique emails, soft deletes, password checks.
 
-Argon2 hashing takes tens of milliseconds of CPU, so it runs in a worker thread.
+Argon2 hashing takes tens of milliseconds of CPU, so it runs on the bounded
+hashing threads of `security`, never inside a transaction.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from reviewpoint import security
-from reviewpoint.db import utcnow
+from reviewpoint.db import Database, utcnow
 from reviewpoint.errors import Conflict, ResourceNotFound
 from reviewpoint.users import repository
 from reviewpoint.users.models import User
@@ -39,11 +39,14 @@ async def _flush_unique(session: AsyncSession) -> None:
 
 
 async def create(session: AsyncSession, *, data: UserCreate) -> User:
+    # Hash before the first statement: the session takes its connection (on
+    # SQLite, the write lock) only then, so nothing waits on Argon2.
+    hashed_password = await security.hash_password_in_worker(data.password)
     if await repository.get_live_by_email(session, email=data.email) is not None:
         raise EmailTaken()
     user = User(
         email=data.email,
-        hashed_password=await asyncio.to_thread(security.hash_password, data.password),
+        hashed_password=hashed_password,
         name=data.name,
         is_active=data.is_active,
         is_admin=data.is_admin,
@@ -67,8 +70,11 @@ async def list_page(
 
 
 async def update(session: AsyncSession, *, user_id: int, data: UserUpdate) -> User:
-    user = await get(session, user_id=user_id)
     changes = data.model_dump(exclude_unset=True)
+    password = changes.pop("password", None)
+    # Hashed before the first statement, as in `create`.
+    hashed_password = None if password is None else await security.hash_password_in_worker(password)
+    user = await get(session, user_id=user_id)
     new_email = changes.get("email")
     if (
         new_email is not None
@@ -76,9 +82,8 @@ async def update(session: AsyncSession, *, user_id: int, data: UserUpdate) -> Us
         and await repository.get_live_by_email(session, email=new_email) is not None
     ):
         raise EmailTaken()
-    password = changes.pop("password", None)
-    if password is not None:
-        user.hashed_password = await asyncio.to_thread(security.hash_password, password)
+    if hashed_password is not None:
+        user.hashed_password = hashed_password
     for field in ("email", "name", "is_active", "is_admin"):
         if field in changes and (changes[field] is not None or field == "name"):
             setattr(user, field, changes[field])
@@ -96,14 +101,19 @@ async def soft_delete(session: AsyncSession, *, user_id: int) -> None:
     await session.flush()
 
 
-async def authenticate(session: AsyncSession, *, email: str, password: str) -> User | None:
-    user = await repository.get_live_by_email(session, email=email)
-    if user is None:
-        await asyncio.to_thread(security.dummy_verify)
+async def authenticate(database: Database, *, email: str, password: str) -> User | None:
+    """The active user with these credentials, or None; records the login.
+
+    The lookup and the login record are two short transactions with the password
+    check between them, so no connection or lock is held while Argon2 runs.
+    """
+    async with database.transaction(read_only=True) as session:
+        user = await repository.get_live_by_email(session, email=email)
+    valid = await security.check_password(password, user.hashed_password if user else None)
+    if user is None or not valid or not user.is_active:
         return None
-    valid = await asyncio.to_thread(security.verify_password, password, user.hashed_password)
-    if not valid or not user.is_active:
-        return None
-    user.last_login_at = utcnow()
-    await session.flush()
+    now = utcnow()
+    async with database.transaction() as session:
+        await repository.record_login(session, user_id=user.id, at=now)
+    user.last_login_at = now
     return user

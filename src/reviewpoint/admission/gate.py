@@ -1,0 +1,98 @@
+"""Every limit a request can meet in one worker, and the answers it gets.
+
+An export passes three checks before it touches the database, cheapest first,
+each refusing at once with 429 and `Retry-After` rather than queueing:
+
+1. the credential's rate budget (`REVIEWPOINT_EXPORT_RATE_LIMIT`);
+2. a slot among this worker's `export_slots`: the export pool holds exactly
+   that many exports' connections, so a slot means connections are free;
+3. a lease among the credential's `REVIEWPOINT_EXPORT_MAX_CONCURRENT_PER_CREDENTIAL`
+   (shared by every worker when the store is Redis).
+
+What an export is admitted to is held in an `AsyncExitStack` that the export
+owns and closes when its body ends.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from reviewpoint.admission.leases import ConcurrencyLimiter
+from reviewpoint.admission.rate_limits import Decision, Policy, RateLimiter
+from reviewpoint.config import Settings
+from reviewpoint.errors import TooManyRequests
+
+# Seconds a refused export is asked to wait: slots free as fast as exports end.
+SLOT_RETRY_AFTER = "1"
+
+
+class Admission:
+    def __init__(self, settings: Settings) -> None:
+        self.rate_limiter = RateLimiter(settings.rate_limit_storage)
+        self.leases = ConcurrencyLimiter(settings.rate_limit_storage)
+        self.export_policy = Policy.parse("exports", settings.export_rate_limit)
+        self.login_policy = Policy.parse("logins", settings.login_rate_limit)
+        self.export_slots = settings.export_slots
+        self.per_credential = settings.export_max_concurrent_per_credential
+        self.exports_running = 0
+
+    async def admit_export(self, credential: str) -> tuple[AsyncExitStack, Decision]:
+        """Admit one export of `credential`, or raise 429; the stack holds its place."""
+        budget = await self.rate_limiter.hit(self.export_policy, credential)
+        if not budget.allowed:
+            raise TooManyRequests(
+                f"Export rate limit reached ({self.export_policy.item}); retry later",
+                headers=budget.headers(),
+            )
+        held = AsyncExitStack()
+        if self.exports_running >= self.export_slots:
+            raise TooManyRequests(
+                f"This server already runs {self.export_slots} exports; retry shortly",
+                headers={**budget.headers(), "Retry-After": SLOT_RETRY_AFTER},
+            )
+        self.exports_running += 1
+        held.callback(self._free_slot)
+        try:
+            leased = await held.enter_async_context(
+                self.leases.acquire(credential, self.per_credential)
+            )
+        except BaseException:
+            await held.aclose()
+            raise
+        if not leased:
+            await held.aclose()
+            raise TooManyRequests(
+                f"This credential already runs {self.per_credential} exports; "
+                "retry when one finishes",
+                headers={**budget.headers(), "Retry-After": SLOT_RETRY_AFTER},
+            )
+        return held, budget
+
+    def _free_slot(self) -> None:
+        self.exports_running -= 1
+
+    async def admit_login(self, *, address: str, account: str) -> Decision:
+        """Count a login attempt against its client address and its account, or raise 429."""
+        decision = await self.rate_limiter.hit(self.login_policy, "address", address)
+        if decision.allowed:
+            decision = await self.rate_limiter.hit(self.login_policy, "account", account)
+        if not decision.allowed:
+            raise TooManyRequests(
+                "Too many login attempts; retry later", headers=decision.headers()
+            )
+        return decision
+
+    async def close(self) -> None:
+        await self.rate_limiter.close()
+        await self.leases.close()
+
+
+def get_admission(request: Request) -> Admission:
+    admission: Admission = request.app.state.admission
+    return admission
+
+
+AdmissionDep = Annotated[Admission, Depends(get_admission)]

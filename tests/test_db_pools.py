@@ -1,0 +1,120 @@
+"""The two pools: how a worker's connections are split, and what a request sees when they run out."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from reviewpoint.config import Settings, SettingsError, load_settings
+from reviewpoint.main import create_app
+from tests.data import BULK_PASSWORD, create_api_key, insert_user, login
+
+PG = "postgresql+asyncpg://u@127.0.0.1:5432/db"
+
+
+def _settings(db_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {"env": "test", "db_url": db_url, "log_level": "error"}
+    return load_settings(_env_file=None, **{**values, **overrides})
+
+
+@pytest.mark.parametrize(
+    ("db_url", "overrides", "slots", "request_connections"),
+    [
+        # PostgreSQL exports hold REVIEWPOINT_EXPORT_CONNECTIONS (2) each.
+        (PG, {}, 3, 4),
+        (PG, {"export_connections": 1}, 6, 4),
+        (PG, {"db_pool_size": 20}, 8, 4),
+        (PG, {"export_max_concurrent": 2}, 2, 6),
+        # SQLite exports read on one connection.
+        ("sqlite+aiosqlite:///x.db", {}, 6, 4),
+        ("sqlite+aiosqlite:///x.db", {"db_pool_size": 4}, 1, 3),
+    ],
+)
+def test_exports_get_what_the_pool_holds_beyond_the_requests_share(
+    db_url: str, overrides: dict[str, object], slots: int, request_connections: int
+) -> None:
+    settings = _settings(db_url, **overrides)
+    assert settings.export_slots == slots
+    export_pool = slots * settings.connections_per_export
+    assert settings.db_pool_size - export_pool == request_connections
+
+
+def test_a_cap_that_leaves_requests_too_few_connections_is_refused_at_start() -> None:
+    with pytest.raises(SettingsError) as error:
+        _settings(PG, export_max_concurrent=5)  # 5 x 2 of 10 leaves none
+    message = str(error.value)
+    assert "REVIEWPOINT_DB_POOL_SIZE=10" in message
+    assert "REVIEWPOINT_EXPORT_MAX_CONCURRENT" in message
+    assert "\n" not in message
+
+
+def test_a_request_that_finds_no_free_connection_gets_503_with_retry_after(
+    db_url: str,
+) -> None:
+    insert_user(db_url, "admin@example.com", is_admin=True)
+    settings = _settings(db_url, db_pool_timeout=0.3)
+    with TestClient(create_app(settings)) as client:
+        admin = login(client, "admin@example.com", BULK_PASSWORD)
+        engine = client.app.state.database.engine  # type: ignore[attr-defined]
+        held: list[AsyncConnection] = []
+
+        async def take_all() -> None:
+            for _ in range(engine.pool.size()):
+                held.append(await engine.connect())
+
+        async def give_back() -> None:
+            for connection in held:
+                await connection.close()
+
+        client.portal.call(take_all)  # type: ignore[union-attr]
+        try:
+            started = time.monotonic()
+            response = client.get("/api/v1/users", headers=admin)
+            assert time.monotonic() - started < 3
+            assert response.status_code == 503
+            assert response.headers["Retry-After"] == "2"
+            assert response.json() == {
+                "detail": "Server busy: no database connection free; retry shortly"
+            }
+        finally:
+            client.portal.call(give_back)  # type: ignore[union-attr]
+        assert client.get("/api/v1/users", headers=admin).status_code == 200
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> Iterator[str]:
+    """SQLite only: its write lock is what these tests are about."""
+    path = tmp_path / "locked.db"
+    shutil.copy(sqlite_template, path)
+    yield f"sqlite+aiosqlite:///{path}"
+
+
+def test_reads_and_exports_do_not_wait_for_the_sqlite_write_lock(sqlite_url: str) -> None:
+    insert_user(sqlite_url, "admin@example.com", is_admin=True)
+    key = {"X-API-Key": create_api_key(sqlite_url, ["users:export_full"])[1]}
+    with TestClient(create_app(_settings(sqlite_url))) as client:
+        admin = login(client, "admin@example.com", BULK_PASSWORD)
+        writer = sqlite3.connect(sqlite_url.removeprefix("sqlite+aiosqlite:///"))
+        writer.isolation_level = None
+        writer.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        try:
+            for path, headers in (
+                ("/api/v1/users", admin),
+                ("/api/v1/auth/me", admin),
+                ("/api/v1/api-keys", admin),
+                ("/api/v1/users/export-full", key),
+            ):
+                started = time.monotonic()
+                response = client.get(path, headers=headers)
+                assert response.status_code == 200, (path, response.text)
+                assert time.monotonic() - started < 1.0, path
+        finally:
+            writer.execute("ROLLBACK")
+            writer.close()
