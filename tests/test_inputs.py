@@ -7,17 +7,14 @@ password.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
 
 from reviewpoint import security
 from reviewpoint.config import Settings
-from reviewpoint.db import create_engine
-from tests.data import bearer_headers, create_api_key, insert_user
+from tests.data import bearer_headers, create_api_key, execute_sql, insert_user
 
 USERS = "/api/v1/users"
 API_KEYS = "/api/v1/api-keys"
@@ -43,18 +40,6 @@ def _locs(response: Any) -> list[list[object]]:
     for error in detail:
         assert set(error) == {"loc", "msg", "type"}
     return [error["loc"] for error in detail]
-
-
-def _execute(db_url: str, sql: str) -> None:
-    async def run() -> None:
-        engine = create_engine(db_url)
-        try:
-            async with engine.begin() as connection:
-                await connection.execute(text(sql))
-        finally:
-            await engine.dispose()
-
-    asyncio.run(run())
 
 
 # NUL in the URL: path and every query parameter
@@ -215,7 +200,7 @@ def test_a_malformed_api_key_is_401_without_a_database_query(
     client: TestClient, db_url: str, secret: str
 ):
     # With the table gone, any query for the key would fail (500/503), not 401.
-    _execute(db_url, "ALTER TABLE api_keys RENAME TO api_keys_gone")
+    execute_sql(db_url, "ALTER TABLE api_keys RENAME TO api_keys_gone")
     response = client.get(EXPORT, headers={"X-API-Key": secret})
     assert response.status_code == 401
     assert response.json() == {"detail": "Invalid, expired or revoked API key"}
@@ -235,6 +220,6 @@ def test_a_generated_api_key_is_shaped_like_ours():
 
 def test_a_well_shaped_unknown_key_does_query_the_database(client: TestClient, db_url: str):
     """The control for the test above: its renamed table does break a real lookup."""
-    _execute(db_url, "ALTER TABLE api_keys RENAME TO api_keys_gone")
+    execute_sql(db_url, "ALTER TABLE api_keys RENAME TO api_keys_gone")
     response = client.get(EXPORT, headers={"X-API-Key": security.generate_api_key().secret})
     assert response.status_code in (500, 503)

@@ -93,6 +93,7 @@ def _install_sqlite_transactions(engine: AsyncEngine) -> None:
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    kwargs["hide_parameters"] = True  # so errors and logs never carry hashes or keys
     if url.startswith("sqlite"):
         engine = create_async_engine(url, **kwargs)
         _install_sqlite_transactions(engine)
