@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import httpx
 from fastapi.testclient import TestClient
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 
 from reviewpoint import security
 from reviewpoint.api_keys import service as api_keys
@@ -164,3 +164,17 @@ def admin_headers(
 ) -> dict[str, str]:
     create_user(db_url, email, password=ADMIN_PASSWORD, name="Admin", is_admin=True)
     return login(client, email, ADMIN_PASSWORD)
+
+
+def execute_sql(db_url: str, sql: str) -> None:
+    """One raw statement, committed: for breaking a schema on purpose."""
+
+    async def run() -> None:
+        engine = create_engine(db_url)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(text(sql))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     # PostgreSQL connections that build one export's chunks at once, sharing one
     # snapshot: two keep both cores of a small server busy. SQLite always uses one.
     export_connections: int = Field(default=2, ge=1, le=8)
+    # Largest request body accepted; every JSON body this API takes is a few hundred
+    # bytes, and the limit is checked before authentication, so anonymous callers
+    # cannot make the server buffer more than this.
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
 
     # Connections and admission (see db.Database for how the pool is split).
     # Database connections one worker process may hold at once.

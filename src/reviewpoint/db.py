@@ -99,7 +99,7 @@ def _install_sqlite_transactions(engine: AsyncEngine) -> None:
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # Statement parameters never reach logs or error messages: they hold emails,
     # password hashes and API-key digests.
-    kwargs.setdefault("hide_parameters", True)
+    kwargs["hide_parameters"] = True
     if url.startswith("sqlite"):
         engine = create_async_engine(url, **kwargs)
         _install_sqlite_transactions(engine)

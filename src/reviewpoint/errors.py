@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
 
 import asyncpg
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException
 
 log = logging.getLogger("reviewpoint.errors")
 
@@ -59,6 +63,39 @@ class ServiceUnavailable(AppError):
 async def _render_app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def validation_error_response(errors: Iterable[Mapping[str, Any]]) -> JSONResponse:
+    """422 naming each failing field by `loc`, `msg` and `type` only.
+
+    FastAPI's default also sends `input` (and `ctx`), which echoes what was
+    submitted: a password too short, a whole login form. Field names and
+    pydantic's messages are enough to fix a request.
+    """
+    detail = [
+        {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]} for error in errors
+    ]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def _render_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return validation_error_response(exc.errors())
+
+
+# FastAPI turns a body json cannot even decode (invalid UTF-8, nesting deeper than
+# the parser's recursion limit) into an undocumented 400 with this detail, while a
+# syntax error is a 422; both are invalid input, so both are a 422 naming the body.
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
+async def _render_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+        return validation_error_response(
+            [{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}]
+        )
+    return await http_exception_handler(request, exc)
 
 
 async def _render_database_down(request: Request, exc: Exception) -> JSONResponse:
@@ -135,6 +172,8 @@ async def _render_unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _render_app_error)
+    app.add_exception_handler(RequestValidationError, _render_validation_error)
+    app.add_exception_handler(HTTPException, _render_http_exception)
     app.add_exception_handler(PoolTimeout, _render_pool_exhausted)
     app.add_exception_handler(DBAPIError, _render_database_error)
     app.add_exception_handler(OSError, _render_database_down)

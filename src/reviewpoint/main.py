@@ -12,11 +12,14 @@ from reviewpoint import __version__
 from reviewpoint.admission.gate import Admission
 from reviewpoint.api_keys.router import router as api_keys_router
 from reviewpoint.auth.router import router as auth_router
+from reviewpoint.body_limit import BodyLimitMiddleware
+from reviewpoint.cache_control import NoStoreMiddleware
 from reviewpoint.config import Settings, load_settings
 from reviewpoint.db import Database
 from reviewpoint.errors import install_error_handlers
 from reviewpoint.exports.router import router as exports_router
 from reviewpoint.health import router as health_router
+from reviewpoint.inputs import NulGuardMiddleware
 from reviewpoint.request_id import RequestIdMiddleware, configure_logging
 from reviewpoint.users.router import router as users_router
 
@@ -45,7 +48,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # The last added runs first: no-store and request ids also mark the 413s and
+    # 422s the two guards answer before any route or credential check.
+    app.add_middleware(NulGuardMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(NoStoreMiddleware)
     install_error_handlers(app)
     # Exports first: their fixed paths must win over /users/{id}.
     for router in (health_router, auth_router, exports_router, users_router, api_keys_router):

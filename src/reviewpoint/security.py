@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import string
 import threading
@@ -130,13 +131,17 @@ def hash_api_key(secret: str) -> str:
 
 
 def api_key_prefix(secret: str) -> str | None:
-    """The public id of a presented key, or None when it is not shaped like ours."""
-    if not secret.startswith(API_KEY_PREFIX):
-        return None
-    public_id, sep, rest = secret[len(API_KEY_PREFIX) :].partition("_")
-    if not sep or not rest or len(public_id) != 12:
-        return None
-    return public_id
+    """The public id of a presented key, or None when it is not shaped like ours.
+
+    Only the exact shape `generate_api_key` makes gets through, so a malformed
+    header (NUL, non-hex, any length) is a plain 401 that never reaches the
+    database.
+    """
+    match = _API_KEY_SHAPE.fullmatch(secret)
+    return match[1] if match else None
+
+
+_API_KEY_SHAPE = re.compile(rf"{API_KEY_PREFIX}([0-9a-f]{{12}})_[A-Za-z0-9]{{43}}")
 
 
 def api_key_matches(secret: str, stored_hash: str) -> bool:

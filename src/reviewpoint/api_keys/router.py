@@ -8,6 +8,7 @@ from reviewpoint.api_keys import service
 from reviewpoint.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic
 from reviewpoint.auth.deps import CurrentAdmin
 from reviewpoint.db import Session
+from reviewpoint.inputs import RowId
 
 router = APIRouter(
     prefix="/api/v1/api-keys",
@@ -40,5 +41,5 @@ async def list_api_keys(session: Session, admin: CurrentAdmin) -> list[ApiKeyPub
 
 
 @router.delete("/{key_id:int}", responses={404: {"description": "No such key"}})
-async def revoke_api_key(session: Session, admin: CurrentAdmin, key_id: int) -> ApiKeyPublic:
+async def revoke_api_key(session: Session, admin: CurrentAdmin, key_id: RowId) -> ApiKeyPublic:
     return ApiKeyPublic.model_validate(await service.revoke(session, key_id=key_id))

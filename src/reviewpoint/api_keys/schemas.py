@@ -5,13 +5,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from reviewpoint.inputs import InputModel
+
 Scope = Literal["users:export", "users:export_full"]
 SCOPES: tuple[Scope, ...] = ("users:export", "users:export_full")
 
 
-class ApiKeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ApiKeyCreate(InputModel):
     name: str = Field(min_length=1, max_length=128)
     scopes: list[Scope] = Field(min_length=1)
     expires_in_days: int | None = Field(default=None, gt=0, le=3650)

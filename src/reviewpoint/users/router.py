@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, status
 from reviewpoint.auth.deps import CurrentAdmin
 from reviewpoint.db import Session
 from reviewpoint.errors import Conflict
+from reviewpoint.inputs import PageOffset, RowId
 from reviewpoint.users import service
 from reviewpoint.users.schemas import UserCreate, UserPublic, UsersPublic, UserUpdate
 
@@ -35,7 +36,7 @@ async def create_user(session: Session, admin: CurrentAdmin, data: UserCreate) -
 async def list_users(
     session: Session,
     admin: CurrentAdmin,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: PageOffset = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> UsersPublic:
     page, count = await service.list_page(session, offset=offset, limit=limit)
@@ -43,7 +44,7 @@ async def list_users(
 
 
 @router.get("/{user_id:int}", responses={404: {"description": "No such user"}})
-async def get_user(session: Session, admin: CurrentAdmin, user_id: int) -> UserPublic:
+async def get_user(session: Session, admin: CurrentAdmin, user_id: RowId) -> UserPublic:
     return UserPublic.model_validate(await service.get(session, user_id=user_id))
 
 
@@ -52,7 +53,7 @@ async def get_user(session: Session, admin: CurrentAdmin, user_id: int) -> UserP
     responses={404: {"description": "No such user"}, 409: {"description": "Email taken"}},
 )
 async def update_user(
-    session: Session, admin: CurrentAdmin, user_id: int, data: UserUpdate
+    session: Session, admin: CurrentAdmin, user_id: RowId, data: UserUpdate
 ) -> UserPublic:
     return UserPublic.model_validate(await service.update(session, user_id=user_id, data=data))
 
@@ -62,7 +63,7 @@ async def update_user(
     status_code=status.HTTP_204_NO_CONTENT,
     responses={404: {"description": "No such user"}, 409: {"description": "Own account"}},
 )
-async def delete_user(session: Session, admin: CurrentAdmin, user_id: int) -> None:
+async def delete_user(session: Session, admin: CurrentAdmin, user_id: RowId) -> None:
     if user_id == admin.id:
         raise Conflict("Administrators cannot delete their own account")
     await service.soft_delete(session, user_id=user_id)

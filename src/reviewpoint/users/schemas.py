@@ -3,28 +3,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from reviewpoint.inputs import InputModel
 from reviewpoint.users.models import NAME_MAX_LENGTH
 
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 1024
 
-
-def _no_nul(value: str | None) -> str | None:
-    # PostgreSQL text cannot hold NUL; refusing it here keeps both databases alike.
-    if value is not None and "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
-Name = Annotated[str | None, Field(max_length=NAME_MAX_LENGTH), AfterValidator(_no_nul)]
+# NUL in any of these strings is refused by InputModel (PostgreSQL cannot store it).
+Name = Annotated[str | None, Field(max_length=NAME_MAX_LENGTH)]
 Password = Annotated[str, Field(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH)]
 
 
-class UserCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class UserCreate(InputModel):
     email: EmailStr
     password: Password
     name: Name = None
@@ -32,9 +24,7 @@ class UserCreate(BaseModel):
     is_admin: bool = False
 
 
-class UserUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class UserUpdate(InputModel):
     email: EmailStr | None = None
     password: Password | None = None
     name: Name = None
