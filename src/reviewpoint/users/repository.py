@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import false, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from reviewpoint.users.models import User
+from reviewpoint.users.models import User, email_key
 
 LIVE = User.is_deleted == false()
 
@@ -18,7 +18,7 @@ async def get_live(session: AsyncSession, *, user_id: int) -> User | None:
 
 async def get_live_by_email(session: AsyncSession, *, email: str) -> User | None:
     # Same expression as the unique index, so the lookup uses it.
-    statement = select(User).where(func.lower(User.email) == func.lower(email), LIVE)
+    statement = select(User).where(email_key(User.email) == email_key(email), LIVE)
     return await session.scalar(statement)
 
 

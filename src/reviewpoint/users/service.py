@@ -70,12 +70,11 @@ async def update(session: AsyncSession, *, user_id: int, data: UserUpdate) -> Us
     user = await get(session, user_id=user_id)
     changes = data.model_dump(exclude_unset=True)
     new_email = changes.get("email")
-    if (
-        new_email is not None
-        and new_email.lower() != user.email.lower()
-        and await repository.get_live_by_email(session, email=new_email) is not None
-    ):
-        raise EmailTaken()
+    if new_email is not None:
+        # The database's email rule decides (ASCII case only), not Python's lower().
+        holder = await repository.get_live_by_email(session, email=new_email)
+        if holder is not None and holder.id != user.id:
+            raise EmailTaken()
     password = changes.pop("password", None)
     if password is not None:
         user.hashed_password = await asyncio.to_thread(security.hash_password, password)
