@@ -37,6 +37,7 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from reviewpoint.exports.encoders import ExportSpec
+from reviewpoint.users.models import email_key_sql
 
 # Code points of the formula-guard triggers: = + - @ TAB CR, and NUL where text
 # can hold it (SQLite). PostgreSQL's ascii('') is 0, so it must not be listed there.
@@ -59,12 +60,12 @@ class ChunkReader(Protocol):
         """The CSV records of the live users with `after < id <= end` (no end: all)."""
 
 
-def _filters(live: str, *, by_email: bool, end: bool) -> str:
+def _filters(live: str, email_match: str, *, by_email: bool, end: bool) -> str:
     where = f"{live} AND id > :after"
     if end:
         where += " AND id <= :end"
     if by_email:
-        where += " AND lower(email) = lower(:email)"
+        where += f" AND {email_match}"
     return where
 
 
@@ -72,6 +73,7 @@ class _Chunks:
     """What both dialects share: the rows' filter and where each chunk ends."""
 
     live: ClassVar[str]  # "not deleted" in the dialect's spelling
+    email_match: ClassVar[str]  # the users' email rule (`email_key`), ditto
 
     def __init__(
         self, connection: AsyncConnection, spec: ExportSpec, *, email: str | None, chunk_rows: int
@@ -80,7 +82,7 @@ class _Chunks:
         self._spec = spec
         self._email = email
         self._chunk_rows = chunk_rows
-        where = _filters(self.live, by_email=email is not None, end=False)
+        where = _filters(self.live, self.email_match, by_email=email is not None, end=False)
         self._boundary = text(
             f"SELECT id FROM users WHERE {where} ORDER BY id LIMIT 1 OFFSET :skip"
         )
@@ -118,6 +120,9 @@ class PostgresChunks(_Chunks):
     """Chunks by COPY on the asyncpg connection under a SQLAlchemy snapshot."""
 
     live = "is_deleted = false"
+    email_match = (
+        f"{email_key_sql('postgresql', 'email')} = {email_key_sql('postgresql', ':email')}"
+    )
 
     def __init__(
         self,
@@ -144,7 +149,9 @@ class PostgresChunks(_Chunks):
 
     async def _select(self, after: int, end: int | None) -> str:
         """The chunk's SELECT with its values inlined: COPY takes no parameters."""
-        where = _filters(self.live, by_email=self._email is not None, end=end is not None)
+        where = _filters(
+            self.live, self.email_match, by_email=self._email is not None, end=end is not None
+        )
         # Ids are ints, inlined as such; the email is quoted by the server itself.
         where = where.replace(":after", str(int(after)))
         if end is not None:
@@ -205,7 +212,7 @@ def _sqlite_chunk_sql(spec: ExportSpec, *, by_email: bool, end: bool) -> TextCla
         formats.append(field_format)
         args.extend(field_args)
     line = f"printf('{','.join(formats)}' || char(13, 10), {', '.join(args)})"
-    where = _filters(SqliteChunks.live, by_email=by_email, end=end)
+    where = _filters(SqliteChunks.live, SqliteChunks.email_match, by_email=by_email, end=end)
     return text(
         "SELECT CAST(group_concat(line, '') AS BLOB), count(*) "
         f"FROM (SELECT {line} AS line FROM users WHERE {where} ORDER BY id)"
@@ -216,6 +223,7 @@ class SqliteChunks(_Chunks):
     """Chunks by one aggregate query each, through SQLAlchemy and aiosqlite."""
 
     live = "is_deleted = 0"
+    email_match = f"{email_key_sql('sqlite', 'email')} = {email_key_sql('sqlite', ':email')}"
 
     def __init__(
         self, connection: AsyncConnection, spec: ExportSpec, *, email: str | None, chunk_rows: int

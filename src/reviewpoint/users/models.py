@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Boolean, Index, Integer, String, false, func, true
+from sqlalchemy import Boolean, Index, Integer, String, false, true
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from reviewpoint.db import Base, UTCDateTime, utcnow
 
@@ -26,11 +30,37 @@ class User(Base):
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
-# Emails are unique among live users regardless of case; lookups compare the same
-# expression. Deleted users do not hold their address, so it can be registered again.
+def email_key_sql(dialect: str, operand: str) -> str:
+    """`email_key` spelled in `dialect`'s SQL, for statements written as text.
+
+    Case folding is ASCII-only on both databases. SQLite's `lower()` folds ASCII
+    only; PostgreSQL's follows the collation, and only "C" folds ASCII alone
+    (`lower('ÄRGER' COLLATE "C")` is `Ärger`). RFC 5321 leaves the local part's
+    case to the receiving server, and ASCII is what every provider folds.
+    """
+    if dialect == "postgresql":
+        return f'lower(({operand}) COLLATE "C")'
+    return f"lower({operand})"
+
+
+class email_key(FunctionElement[str]):
+    """What two emails must share to be the same address: the index and every lookup."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(email_key)
+def _compile_email_key(element: email_key, compiler: SQLCompiler, **kw: Any) -> str:
+    return email_key_sql(compiler.dialect.name, compiler.process(element.clauses, **kw))
+
+
+# Emails are unique among live users regardless of (ASCII) case; lookups compare
+# the same expression, so they use this index. Deleted users do not hold their
+# address, so it can be registered again.
 Index(
     "uq_users_email_lower",
-    func.lower(User.email),
+    email_key(User.email),
     unique=True,
     sqlite_where=User.is_deleted == false(),
     postgresql_where=User.is_deleted == false(),

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import false, func, select, update
+from sqlalchemy import false, func, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from reviewpoint.users.models import User
+from reviewpoint.users.models import User, email_key
 
 LIVE = User.is_deleted == false()
 
@@ -19,8 +19,25 @@ async def get_live(session: AsyncSession, *, user_id: int) -> User | None:
 
 async def get_live_by_email(session: AsyncSession, *, email: str) -> User | None:
     # Same expression as the unique index, so the lookup uses it.
-    statement = select(User).where(func.lower(User.email) == func.lower(email), LIVE)
+    statement = select(User).where(email_key(User.email) == email_key(email), LIVE)
     return await session.scalar(statement)
+
+
+async def lock_active_admin_ids(session: AsyncSession) -> list[int]:
+    """Ids of the live, active admins, their rows locked until the transaction ends.
+
+    `FOR UPDATE` (PostgreSQL; SQLite has no row locks and ignores it) makes a
+    concurrent transaction wait here and then see the rows as committed, so
+    counting after the lock is safe. The id order keeps the locking order the
+    same in every transaction.
+    """
+    statement = (
+        select(User.id)
+        .where(LIVE, User.is_active == true(), User.is_admin == true())
+        .order_by(User.id)
+        .with_for_update()
+    )
+    return list((await session.scalars(statement)).all())
 
 
 async def list_live(

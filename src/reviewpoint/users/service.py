@@ -29,6 +29,11 @@ class UserNotFound(ResourceNotFound):
         super().__init__("User not found")
 
 
+class LastActiveAdmin(Conflict):
+    def __init__(self) -> None:
+        super().__init__("At least one active administrator must remain")
+
+
 async def _flush_unique(session: AsyncSession) -> None:
     """Flush inside a savepoint so a lost race on the email index becomes a 409."""
     try:
@@ -69,6 +74,19 @@ async def list_page(
     return await repository.list_live(session, offset=offset, limit=limit)
 
 
+async def _keep_an_active_admin(session: AsyncSession, *, losing: User) -> None:
+    """Refuse to let `losing` stop being an active admin if they are the last one.
+
+    Race-safe inside the request's transaction: on PostgreSQL the active admins'
+    rows stay locked until commit, so of two admins demoting each other the
+    second waits, then counts again without the first; SQLite request
+    transactions start with BEGIN IMMEDIATE, which already serialises writers.
+    """
+    admins = await repository.lock_active_admin_ids(session)
+    if admins == [losing.id]:
+        raise LastActiveAdmin()
+
+
 async def update(session: AsyncSession, *, user_id: int, data: UserUpdate) -> User:
     changes = data.model_dump(exclude_unset=True)
     password = changes.pop("password", None)
@@ -76,12 +94,13 @@ async def update(session: AsyncSession, *, user_id: int, data: UserUpdate) -> Us
     hashed_password = None if password is None else await security.hash_password_in_worker(password)
     user = await get(session, user_id=user_id)
     new_email = changes.get("email")
-    if (
-        new_email is not None
-        and new_email.lower() != user.email.lower()
-        and await repository.get_live_by_email(session, email=new_email) is not None
-    ):
-        raise EmailTaken()
+    if new_email is not None:
+        # The database's email rule decides (ASCII case only), not Python's lower().
+        holder = await repository.get_live_by_email(session, email=new_email)
+        if holder is not None and holder.id != user.id:
+            raise EmailTaken()
+    if changes.get("is_active") is False or changes.get("is_admin") is False:
+        await _keep_an_active_admin(session, losing=user)
     if hashed_password is not None:
         user.hashed_password = hashed_password
     for field in ("email", "name", "is_active", "is_admin"):
@@ -95,6 +114,7 @@ async def update(session: AsyncSession, *, user_id: int, data: UserUpdate) -> Us
 async def soft_delete(session: AsyncSession, *, user_id: int) -> None:
     """Keep the row for audits; the user leaves logins, listings and exports."""
     user = await get(session, user_id=user_id)
+    await _keep_an_active_admin(session, losing=user)
     user.is_deleted = True
     user.is_active = False
     user.updated_at = utcnow()
