@@ -16,7 +16,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,19 +30,26 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from sqlalchemy.engine import make_url
+from harness import (
+    BENCH_DIR,
+    CLI,
+    ROOT,
+    STEP_TIMEOUT_S,
+    Backend,
+    Database,
+    Postgres,
+    free_port,
+    logger,
+    run,
+    seed,
+    status_kib,
+    wait_healthy,
+)
 
-Backend = Literal["sqlite", "postgresql"]
-
-BENCH_DIR = Path(__file__).resolve().parent
-ROOT = BENCH_DIR.parent
 CACHE_DIR = BENCH_DIR / ".cache"
 RESULTS_DIR = BENCH_DIR / "results"
-BIN = Path(sys.executable).parent
-CLI = str(BIN / "reviewpoint")
-
 COLUMNS = "id, email, name, created_at, updated_at, is_active, is_admin"
 EXPORT_PATH = "/api/v1/users/export-full"
 DEFAULT_CHUNK_ROWS = 10_000  # config.Settings.export_chunk_rows
@@ -56,85 +62,12 @@ TARGET_FIRST_BYTE_S = 0.200
 TARGET_HEALTH_S = 0.100
 CONCURRENT_EXPORTS = 4
 
-# Upper bounds for every wait, so a hung step fails the run instead of hanging it.
-SEED_TIMEOUT_S = 1800
-STEP_TIMEOUT_S = 900
-SERVER_START_S = 60
 SAMPLE_EVERY_S = 0.02
 
 MIB = 1024 * 1024
 
 
-def log(message: str) -> None:
-    """Progress goes to stderr so stdout holds only the result table."""
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def run(
-    args: Sequence[str],
-    *,
-    env: dict[str, str] | None = None,
-    timeout: float = STEP_TIMEOUT_S,
-    stdout: Any = subprocess.PIPE,
-) -> subprocess.CompletedProcess[str]:
-    """Run a command to completion, failing loudly with its stderr."""
-    result = subprocess.run(
-        list(args),
-        env=env,
-        cwd=ROOT,
-        stdout=stdout,
-        stderr=subprocess.PIPE,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(args[:3])} ... exited {result.returncode}: {result.stderr.strip()[-2000:]}"
-        )
-    return result
-
-
-# --------------------------------------------------------------------------- databases
-
-
-@dataclass
-class Database:
-    """One seeded database: how the service, the dump tool and the cache name it."""
-
-    backend: Backend
-    users: int
-    url: str  # REVIEWPOINT_DB_URL
-    name: str  # file path (SQLite) or database name (PostgreSQL)
-    seed_s: float | None = None  # None: reused from the cache
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(REVIEWPOINT_DB_URL=self.url, REVIEWPOINT_LOG_LEVEL="warning", **extra)
-        return env
-
-
-class Postgres:
-    """psql against the server named by --pg-url (the bench creates its own databases)."""
-
-    def __init__(self, url: str) -> None:
-        parsed = make_url(url)
-        self.base = parsed
-        self.args = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"]
-        self.args += ["-h", parsed.host or "127.0.0.1", "-p", str(parsed.port or 5432)]
-        self.args += ["-U", parsed.username or "postgres"]
-        self.env = dict(os.environ)
-        if parsed.password:
-            self.env["PGPASSWORD"] = parsed.password
-
-    def url(self, database: str) -> str:
-        return self.base.set(database=database).render_as_string(hide_password=False)
-
-    def scalar(self, sql: str, database: str = "postgres") -> str:
-        return run([*self.args, "-d", database, "-tAc", sql], env=self.env).stdout.strip()
-
-    def execute(self, sql: str, database: str = "postgres") -> None:
-        run([*self.args, "-d", database, "-c", sql], env=self.env)
+log = logger("bench")
 
 
 def _live_users_sqlite(path: Path) -> int | None:
@@ -150,14 +83,6 @@ def _live_users_sqlite(path: Path) -> int | None:
     return int(result.stdout) if result.returncode == 0 and result.stdout.strip() else None
 
 
-def _seed(db: Database) -> float:
-    """Migrate and seed with the CLI, timing the seed alone (the issue's < 2 min budget)."""
-    run([CLI, "db", "upgrade"], env=db.env())
-    started = time.perf_counter()
-    run([CLI, "seed", "--users", str(db.users)], env=db.env(), timeout=SEED_TIMEOUT_S)
-    return time.perf_counter() - started
-
-
 def prepare_sqlite(users: int) -> Database:
     """A cached file per N; reseeded only if it does not hold exactly N live users."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -170,7 +95,7 @@ def prepare_sqlite(users: int) -> Database:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     log(f"sqlite: seeding {users:,} users into {path.name}")
-    db.seed_s = _seed(db)
+    db.seed_s = seed(db)
     log(f"sqlite: seeded {users:,} users in {db.seed_s:.1f} s")
     if _live_users_sqlite(path) != users:
         raise RuntimeError(f"{path} does not hold {users} live users after seeding")
@@ -194,7 +119,7 @@ def prepare_postgres(pg: Postgres, users: int) -> Database:
     log(f"postgresql: seeding {users:,} users into database {name}")
     pg.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     pg.execute(f'CREATE DATABASE "{name}"')
-    db.seed_s = _seed(db)
+    db.seed_s = seed(db)
     log(f"postgresql: seeded {users:,} users in {db.seed_s:.1f} s")
     # Set hint bits and statistics now, so no timed run pays for them.
     pg.execute("VACUUM (ANALYZE) users", name)
@@ -202,25 +127,6 @@ def prepare_postgres(pg: Postgres, users: int) -> Database:
 
 
 # --------------------------------------------------------------------------- server
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _status_kib(pid: int, field_name: str) -> int:
-    """A `Vm*` line of /proc/<pid>/status in KiB (0 once the process is gone)."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    for line in text.splitlines():
-        if line.startswith(field_name + ":"):
-            return int(line.split()[1])
-    return 0
 
 
 @dataclass
@@ -234,7 +140,7 @@ class Server:
         return self.process.pid
 
     def rss_kib(self) -> int:
-        return _status_kib(self.pid, "VmRSS")
+        return status_kib(self.pid, "VmRSS")
 
     def connection(self) -> http.client.HTTPConnection:
         """A keep-alive connection, so each request times the server, not a handshake."""
@@ -245,7 +151,7 @@ class Server:
 @contextmanager
 def serve(db: Database) -> Iterator[Server]:
     """`reviewpoint serve` on 127.0.0.1 as a subprocess; always terminated on the way out."""
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     log_path = CACHE_DIR / f"server-{db.backend}-{db.users}.log"
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -258,7 +164,7 @@ def serve(db: Database) -> Iterator[Server]:
             stderr=subprocess.STDOUT,
         )
         try:
-            _wait_healthy(process, base_url, log_path)
+            wait_healthy(process, base_url, log_path)
             key = run(
                 [CLI, "api-keys", "create", "--name", "bench", "--scope", "users:export_full"],
                 env=db.env(),
@@ -273,27 +179,12 @@ def serve(db: Database) -> Iterator[Server]:
                 process.wait(timeout=20)
 
 
-def _wait_healthy(process: subprocess.Popen[bytes], base_url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited {process.returncode}; see {log_path}")
-        try:
-            with urllib.request.urlopen(f"{base_url}/api/v1/health", timeout=2) as response:  # noqa: S310
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"server not healthy after {SERVER_START_S} s; see {log_path}")
-
-
 class RssSampler:
     """Polls a process's VmRSS in a thread: the peak during a run, against the value before."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.before_kib = _status_kib(pid, "VmRSS")
+        self.before_kib = status_kib(pid, "VmRSS")
         self.peak_kib = self.before_kib
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
@@ -301,7 +192,7 @@ class RssSampler:
     def _poll(self) -> None:
         deadline = time.monotonic() + STEP_TIMEOUT_S + 60
         while not self._stop.wait(SAMPLE_EVERY_S) and time.monotonic() < deadline:
-            self.peak_kib = max(self.peak_kib, _status_kib(self.pid, "VmRSS"))
+            self.peak_kib = max(self.peak_kib, status_kib(self.pid, "VmRSS"))
 
     def __enter__(self) -> RssSampler:
         self._thread.start()
@@ -310,7 +201,7 @@ class RssSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        self.peak_kib = max(self.peak_kib, _status_kib(self.pid, "VmRSS"))
+        self.peak_kib = max(self.peak_kib, status_kib(self.pid, "VmRSS"))
 
     @property
     def growth_mb(self) -> float:
@@ -528,7 +419,7 @@ def bench_backend(
             )
         log(f"{backend}: {CONCURRENT_EXPORTS} exports at once, sampling /api/v1/health")
         health = health_under_load(server)
-        export.notes["server_hwm_mb"] = round(_status_kib(server.pid, "VmHWM") / 1024, 1)
+        export.notes["server_hwm_mb"] = round(status_kib(server.pid, "VmHWM") / 1024, 1)
         export.notes["server_rss_at_start_mb"] = round(started_rss / 1024, 1)
 
     with serve(small_db) as server:
