@@ -53,6 +53,30 @@ class Settings(BaseSettings):
     # No export runs longer than this, however fast its client reads.
     export_max_seconds: float = Field(default=3600.0, gt=0, le=24 * 3600)
 
+    # Admission (see reviewpoint/admission/): where budgets and export leases live
+    # (memory:// per worker process, or one Redis shared by every worker), the
+    # budgets, and how many exports one credential may run at once.
+    rate_limit_storage: str = "memory://"
+    export_rate_limit: str = "30/minute"
+    login_rate_limit: str = "10/minute"
+    export_max_concurrent_per_credential: int = Field(default=2, ge=1)
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _known_admission_store(cls, value: str) -> str:
+        from reviewpoint.admission.store import check_storage_url
+
+        check_storage_url(value)
+        return value
+
+    @field_validator("export_rate_limit", "login_rate_limit")
+    @classmethod
+    def _one_rate_limit(cls, value: str) -> str:
+        from reviewpoint.admission.rate_limits import Policy
+
+        Policy.parse("setting", value)
+        return value
+
     # Feature flags; see features.py for how these combine.
     features: Annotated[list[str] | None, NoDecode] = None
     feature_users: bool | None = None

@@ -20,11 +20,17 @@ log = logging.getLogger("reviewpoint.errors")
 
 class AppError(Exception):
     status_code: ClassVar[int] = 400
+    # Headers every error of the class carries, such as WWW-Authenticate on a 401.
     headers: ClassVar[dict[str, str] | None] = None
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        # Headers of this one error, such as the Retry-After of this refusal.
+        self.instance_headers = dict(headers or {})
+
+    def response_headers(self) -> dict[str, str]:
+        return {**(self.headers or {}), **self.instance_headers}
 
 
 class BadRequest(AppError):
@@ -56,13 +62,47 @@ class Conflict(AppError):
     status_code = 409
 
 
+class TooManyRequests(AppError):
+    status_code = 429
+
+    def __init__(
+        self, detail: str, *, retry_after: int, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(detail, headers={**(headers or {}), "Retry-After": str(retry_after)})
+        self.retry_after = retry_after
+
+
 class ServiceUnavailable(AppError):
     status_code = 503
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        retry_after: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        extra = dict(headers or {})
+        if retry_after is not None:
+            extra["Retry-After"] = str(retry_after)
+        super().__init__(detail, headers=extra)
+        self.retry_after = retry_after
+
+
+class AdmissionStoreUnavailable(ServiceUnavailable):
+    """The rate-limit or lease store (Redis) cannot be reached: fail closed, retry soon."""
+
+    def __init__(
+        self, detail: str = "Rate limit store unavailable", *, retry_after: int = 5
+    ) -> None:
+        super().__init__(detail, retry_after=retry_after)
 
 
 async def _render_app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(
+        {"detail": exc.detail}, status_code=exc.status_code, headers=exc.response_headers()
+    )
 
 
 def validation_error_response(errors: Iterable[Mapping[str, Any]]) -> JSONResponse:
