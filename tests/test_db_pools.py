@@ -1,4 +1,4 @@
-"""The two pools: how a worker's connections are split, and what a request sees when they run out."""
+"""The two pools: how connections are split, and what a request sees when none is free."""
 
 from __future__ import annotations
 

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # (memory:// per worker process, or one Redis shared by every worker), the
     # budgets, and how many exports one credential may run at once.
     rate_limit_storage: str = "memory://"
+    # Keys in the store start with this, so deployments sharing one Redis keep
+    # separate budgets.
+    rate_limit_prefix: str = Field(default="reviewpoint", pattern=r"^[A-Za-z0-9._-]{1,64}$")
     export_rate_limit: str = "30/minute"
     login_rate_limit: str = "10/minute"
     export_max_concurrent_per_credential: int = Field(default=2, ge=1)

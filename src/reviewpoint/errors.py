@@ -145,7 +145,7 @@ async def _render_database_down(request: Request, exc: Exception) -> JSONRespons
     return JSONResponse(
         {"detail": "Database unavailable"},
         status_code=503,
-        headers={"Retry-After": BUSY_RETRY_AFTER},
+        headers={"Retry-After": str(BUSY_RETRY_AFTER)},
     )
 
 
@@ -192,7 +192,7 @@ async def _render_database_error(request: Request, exc: Exception) -> JSONRespon
 
 
 # Seconds a client is asked to wait when the pool or the database is busy.
-BUSY_RETRY_AFTER = "2"
+BUSY_RETRY_AFTER = 2
 
 
 async def _render_pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
@@ -201,7 +201,7 @@ async def _render_pool_exhausted(request: Request, exc: Exception) -> JSONRespon
     return JSONResponse(
         {"detail": "Server busy: no database connection free; retry shortly"},
         status_code=503,
-        headers={"Retry-After": BUSY_RETRY_AFTER},
+        headers={"Retry-After": str(BUSY_RETRY_AFTER)},
     )
 
 

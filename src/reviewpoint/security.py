@@ -46,9 +46,7 @@ class PasswordWorkBusy(TooManyRequests):
     """More password hashes are waiting than HASH_QUEUE allows."""
 
     def __init__(self) -> None:
-        super().__init__(
-            "Too many password checks in progress; retry shortly", headers={"Retry-After": "1"}
-        )
+        super().__init__("Too many password checks in progress; retry shortly", retry_after=1)
 
 
 async def _hash_work(function: Callable[..., T], *args: str) -> T:

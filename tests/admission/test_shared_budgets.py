@@ -34,7 +34,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _serve(db_url: str, prefix: str, **settings: str) -> Iterator[str]:
+def _serve(db_url: str, prefix: str, log: Path, **settings: str) -> Iterator[str]:
     port = _free_port()
     env = {
         **os.environ,
@@ -49,7 +49,7 @@ def _serve(db_url: str, prefix: str, **settings: str) -> Iterator[str]:
         [REVIEWPOINT, "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log.open("ab"),
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -61,7 +61,7 @@ def _serve(db_url: str, prefix: str, **settings: str) -> Iterator[str]:
             except httpx.TransportError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start: {process.stderr!r}")
+                raise RuntimeError(f"server did not start: {log.read_text()}")
             time.sleep(0.1)
         yield url
     finally:
@@ -73,13 +73,17 @@ def _serve(db_url: str, prefix: str, **settings: str) -> Iterator[str]:
             process.wait()
 
 
-def test_two_processes_share_one_export_budget(db_url: str) -> None:
+def _status(url: str, headers: dict[str, str]) -> int:
+    return httpx.get(url, headers=headers, timeout=10).status_code
+
+
+def test_two_processes_share_one_export_budget(db_url: str, tmp_path: Path) -> None:
     insert_users(db_url, [(f"u{i}@example.com", f"U {i}") for i in range(20)])
     key = {"X-API-Key": create_api_key(db_url, ["users:export_full"])[1]}
     prefix = f"rvp-test-{uuid.uuid4().hex}"
     with ExitStack() as stack:
         servers = [
-            stack.enter_context(_serve(db_url, prefix, export_rate_limit="4/minute"))
+            stack.enter_context(_serve(db_url, prefix, tmp_path / "server.log", export_rate_limit="4/minute"))
             for _ in range(2)
         ]
         statuses = []
@@ -92,7 +96,7 @@ def test_two_processes_share_one_export_budget(db_url: str) -> None:
         assert statuses == [200, 200, 200, 200, 429, 429, 429, 429]
 
 
-def test_two_processes_share_one_concurrency_cap(db_url: str) -> None:
+def test_two_processes_share_one_concurrency_cap(db_url: str, tmp_path: Path) -> None:
     # More than a loopback socket's send buffer (4 MiB) can hold: the export stays open.
     name = "A name long enough to make the export larger than socket buffers"
     insert_users(db_url, [(f"u{i}@example.com", f"{name} {i}") for i in range(60_000)])
@@ -100,9 +104,11 @@ def test_two_processes_share_one_concurrency_cap(db_url: str) -> None:
     prefix = f"rvp-test-{uuid.uuid4().hex}"
     limits = {"export_max_concurrent_per_credential": "1", "export_chunk_rows": "100"}
     with ExitStack() as stack:
-        first, second = (stack.enter_context(_serve(db_url, prefix, **limits)) for _ in range(2))
+        first, second = (stack.enter_context(_serve(db_url, prefix, tmp_path / "server.log", **limits)) for _ in range(2))
         transport = httpx.HTTPTransport(
-            socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)]
+            # Small, but not below loopback's 64 KiB segment size: a smaller
+            # window makes TCP stall in silly-window avoidance instead of flowing.
+            socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)]
         )
         with (
             httpx.Client(transport=transport, timeout=20) as slow,
@@ -115,6 +121,8 @@ def test_two_processes_share_one_concurrency_cap(db_url: str) -> None:
             running.read()
         # Once the first export ended, the other process admits the credential.
         deadline = time.monotonic() + 10
-        while (status := httpx.get(second + EXPORT_FULL, headers=key, timeout=10).status_code) != 200:
+        while (
+            status := httpx.get(second + EXPORT_FULL, headers=key, timeout=10).status_code
+        ) != 200:
             assert status == 429 and time.monotonic() < deadline
             time.sleep(0.2)

@@ -50,9 +50,7 @@ def test_an_account_is_limited_across_addresses(db_url: str) -> None:
     with LiveServer(_settings(db_url, login_rate_limit="2/minute")) as server:
         # Two client addresses on loopback: the server sees 127.0.0.2 and 127.0.0.3.
         first, second = (
-            httpx.Client(
-                base_url=server.url, transport=httpx.HTTPTransport(local_address=address)
-            )
+            httpx.Client(base_url=server.url, transport=httpx.HTTPTransport(local_address=address))
             for address in ("127.0.0.2", "127.0.0.3")
         )
         with first, second:

@@ -245,7 +245,7 @@ def test_an_export_running_past_max_seconds_is_cut_off(db_url: str) -> None:
     settings = _settings(db_url, export_max_seconds=1.0, export_send_timeout=30.0)
     with _server(settings) as server:
         transport = httpx.HTTPTransport(
-            socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)]
+            socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)]
         )
         with (
             httpx.Client(base_url=server.url, transport=transport, timeout=20) as client,

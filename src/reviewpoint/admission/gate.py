@@ -26,13 +26,14 @@ from reviewpoint.config import Settings
 from reviewpoint.errors import TooManyRequests
 
 # Seconds a refused export is asked to wait: slots free as fast as exports end.
-SLOT_RETRY_AFTER = "1"
+SLOT_RETRY_AFTER = 1
 
 
 class Admission:
     def __init__(self, settings: Settings) -> None:
-        self.rate_limiter = RateLimiter(settings.rate_limit_storage)
-        self.leases = ConcurrencyLimiter(settings.rate_limit_storage)
+        prefix = settings.rate_limit_prefix
+        self.rate_limiter = RateLimiter(settings.rate_limit_storage, key_prefix=f"{prefix}:limits")
+        self.leases = ConcurrencyLimiter(settings.rate_limit_storage, key_prefix=f"{prefix}:leases")
         self.export_policy = Policy.parse("exports", settings.export_rate_limit)
         self.login_policy = Policy.parse("logins", settings.login_rate_limit)
         self.export_slots = settings.export_slots
@@ -45,13 +46,15 @@ class Admission:
         if not budget.allowed:
             raise TooManyRequests(
                 f"Export rate limit reached ({self.export_policy.item}); retry later",
+                retry_after=budget.reset_after,
                 headers=budget.headers(),
             )
         held = AsyncExitStack()
         if self.exports_running >= self.export_slots:
             raise TooManyRequests(
                 f"This server already runs {self.export_slots} exports; retry shortly",
-                headers={**budget.headers(), "Retry-After": SLOT_RETRY_AFTER},
+                retry_after=SLOT_RETRY_AFTER,
+                headers=budget.headers(),
             )
         self.exports_running += 1
         held.callback(self._free_slot)
@@ -67,7 +70,8 @@ class Admission:
             raise TooManyRequests(
                 f"This credential already runs {self.per_credential} exports; "
                 "retry when one finishes",
-                headers={**budget.headers(), "Retry-After": SLOT_RETRY_AFTER},
+                retry_after=SLOT_RETRY_AFTER,
+                headers=budget.headers(),
             )
         return held, budget
 
@@ -81,7 +85,9 @@ class Admission:
             decision = await self.rate_limiter.hit(self.login_policy, "account", account)
         if not decision.allowed:
             raise TooManyRequests(
-                "Too many login attempts; retry later", headers=decision.headers()
+                "Too many login attempts; retry later",
+                retry_after=decision.reset_after,
+                headers=decision.headers(),
             )
         return decision
 

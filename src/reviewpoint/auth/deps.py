@@ -17,7 +17,7 @@ from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from reviewpoint import features, security
 from reviewpoint.api_keys import service as api_keys
 from reviewpoint.config import AppSettings, Settings
-from reviewpoint.db import DatabaseDep
+from reviewpoint.db import Database, DatabaseDep
 from reviewpoint.errors import FeatureDisabled, NotAuthenticated, NotPermitted
 from reviewpoint.users import repository as users
 from reviewpoint.users.models import User

@@ -61,7 +61,7 @@ async def login(
     response.headers.update(budget.headers())
     user = await users.authenticate(database, email=form.username, password=form.password)
     if user is None:
-        raise NotAuthenticated("Incorrect email or password")
+        raise NotAuthenticated("Incorrect email or password", headers=budget.headers())
     token = security.create_access_token(
         subject=str(user.id),
         secret=settings.jwt_secret_key.get_secret_value(),

@@ -101,7 +101,9 @@ class CsvStreamingResponse(StreamingResponse):
     async def _send_in_pieces(self, send: Send, chunk: bytes) -> bool:
         """Send one chunk; False if the client stalled past the send timeout."""
         for start in range(0, len(chunk), SEND_PIECE_BYTES):
-            piece = chunk if len(chunk) <= SEND_PIECE_BYTES else chunk[start : start + SEND_PIECE_BYTES]
+            piece = (
+                chunk if len(chunk) <= SEND_PIECE_BYTES else chunk[start : start + SEND_PIECE_BYTES]
+            )
             with anyio.move_on_after(self.send_timeout) as stalled:
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
             if stalled.cancelled_caught:
@@ -182,7 +184,7 @@ async def open_export(
             if is_database_unavailable(error):
                 raise ServiceUnavailable(
                     "Database unavailable; the export did not start",
-                    headers={"Retry-After": BUSY_RETRY_AFTER},
+                    retry_after=BUSY_RETRY_AFTER,
                 ) from None
         raise
     log.info("export %s started by %s", spec.filename, audit)
