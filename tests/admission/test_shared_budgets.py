@@ -81,9 +81,10 @@ def test_two_processes_share_one_export_budget(db_url: str, tmp_path: Path) -> N
     insert_users(db_url, [(f"u{i}@example.com", f"U {i}") for i in range(20)])
     key = {"X-API-Key": create_api_key(db_url, ["users:export_full"])[1]}
     prefix = f"rvp-test-{uuid.uuid4().hex}"
+    log = tmp_path / "server.log"
     with ExitStack() as stack:
         servers = [
-            stack.enter_context(_serve(db_url, prefix, tmp_path / "server.log", export_rate_limit="4/minute"))
+            stack.enter_context(_serve(db_url, prefix, log, export_rate_limit="4/minute"))
             for _ in range(2)
         ]
         statuses = []
@@ -102,9 +103,12 @@ def test_two_processes_share_one_concurrency_cap(db_url: str, tmp_path: Path) ->
     insert_users(db_url, [(f"u{i}@example.com", f"{name} {i}") for i in range(60_000)])
     key = {"X-API-Key": create_api_key(db_url, ["users:export_full"])[1]}
     prefix = f"rvp-test-{uuid.uuid4().hex}"
+    log = tmp_path / "server.log"
     limits = {"export_max_concurrent_per_credential": "1", "export_chunk_rows": "100"}
     with ExitStack() as stack:
-        first, second = (stack.enter_context(_serve(db_url, prefix, tmp_path / "server.log", **limits)) for _ in range(2))
+        first, second = (
+            stack.enter_context(_serve(db_url, prefix, log, **limits)) for _ in range(2)
+        )
         transport = httpx.HTTPTransport(
             # Small, but not below loopback's 64 KiB segment size: a smaller
             # window makes TCP stall in silly-window avoidance instead of flowing.

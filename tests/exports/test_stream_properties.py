@@ -68,9 +68,19 @@ def chunk_rows() -> int:
 
 @pytest.fixture
 def settings(db_url: str, chunk_rows: int) -> Settings:
-    """Overrides conftest's: small export chunks, and info logs to check what exports say."""
+    """Overrides conftest's: small export chunks, and info logs to check what exports say.
+
+    These tests run many exports of one key back to back or at once: the
+    admission limits, tested in test_export_admission.py, are set out of the way.
+    """
     return load_settings(
-        _env_file=None, env="test", db_url=db_url, log_level="info", export_chunk_rows=chunk_rows
+        _env_file=None,
+        env="test",
+        db_url=db_url,
+        log_level="info",
+        export_chunk_rows=chunk_rows,
+        export_rate_limit="10000/minute",
+        export_max_concurrent_per_credential=10,
     )
 
 

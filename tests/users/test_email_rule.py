@@ -148,12 +148,15 @@ def _capture_email_queries(client: TestClient) -> Iterator[list[tuple[str, Any]]
         if "lower(" in statement and "email" in statement:
             captured.append((statement, parameters))
 
-    engine = client.app.state.engine.sync_engine  # type: ignore[attr-defined]
-    event.listen(engine, "before_cursor_execute", capture)
+    database = client.app.state.database  # type: ignore[attr-defined]
+    engines = [database.engine.sync_engine, database.export_engine.sync_engine]
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", capture)
     try:
         yield captured
     finally:
-        event.remove(engine, "before_cursor_execute", capture)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", capture)
 
 
 @pytest.fixture
