@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from reviewpoint import __version__
 from reviewpoint.api_keys.router import router as api_keys_router
 from reviewpoint.auth.router import router as auth_router
-from reviewpoint.config import Settings, load_settings
+from reviewpoint.config import Settings, load_settings, signing_secret
 from reviewpoint.db import create_engine
 from reviewpoint.errors import install_error_handlers
 from reviewpoint.exports.router import router as exports_router
@@ -24,6 +24,7 @@ from reviewpoint.users.router import router as users_router
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; with no settings, read them from the environment (uvicorn's factory)."""
     settings = settings or load_settings()
+    jwt_secret = signing_secret(settings)  # before anything else: no key, no app
     configure_logging(settings.log_level)
 
     @asynccontextmanager
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.jwt_secret = jwt_secret
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
     # Exports first: their fixed paths must win over /users/{id}.

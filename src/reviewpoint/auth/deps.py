@@ -16,7 +16,7 @@ from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 
 from reviewpoint import features, security
 from reviewpoint.api_keys import service as api_keys
-from reviewpoint.config import AppSettings
+from reviewpoint.config import AppSettings, JwtSecret
 from reviewpoint.db import Session
 from reviewpoint.errors import FeatureDisabled, NotAuthenticated, NotPermitted
 from reviewpoint.users import repository as users
@@ -29,8 +29,8 @@ BearerToken = Annotated[str | None, Depends(_bearer)]
 ApiKeySecret = Annotated[str | None, Depends(_api_key)]
 
 
-async def _user_from_token(session: Session, settings: AppSettings, token: str) -> User:
-    subject = security.read_access_token(token, secret=settings.jwt_secret_key.get_secret_value())
+async def _user_from_token(session: Session, jwt_secret: str, token: str) -> User:
+    subject = security.read_access_token(token, secret=jwt_secret)
     user = None
     if subject is not None and subject.isdigit():
         user = await users.get_live(session, user_id=int(subject))
@@ -39,10 +39,10 @@ async def _user_from_token(session: Session, settings: AppSettings, token: str) 
     return user
 
 
-async def get_current_user(session: Session, settings: AppSettings, token: BearerToken) -> User:
+async def get_current_user(session: Session, jwt_secret: JwtSecret, token: BearerToken) -> User:
     if not token:
         raise NotAuthenticated("Not authenticated")
-    return await _user_from_token(session, settings, token)
+    return await _user_from_token(session, jwt_secret, token)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -74,7 +74,7 @@ def require_scope(scope: str) -> Callable[..., Awaitable[ExportPrincipal]]:
     """
 
     async def principal(
-        session: Session, settings: AppSettings, api_key: ApiKeySecret, token: BearerToken
+        session: Session, jwt_secret: JwtSecret, api_key: ApiKeySecret, token: BearerToken
     ) -> ExportPrincipal:
         if api_key:
             key = await api_keys.authenticate(session, secret=api_key)
@@ -84,7 +84,7 @@ def require_scope(scope: str) -> Callable[..., Awaitable[ExportPrincipal]]:
                 raise NotPermitted(f"API key lacks the '{scope}' scope")
             return ExportPrincipal(kind="api_key", id=key.id, label=f"{key.name} ({key.prefix})")
         if token:
-            user = await _user_from_token(session, settings, token)
+            user = await _user_from_token(session, jwt_secret, token)
             if not user.is_admin:
                 raise NotPermitted("Administrator privileges required")
             return ExportPrincipal(kind="user", id=user.id, label=user.email)

@@ -9,7 +9,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 from reviewpoint import security
 from reviewpoint.auth.deps import CurrentUser
 from reviewpoint.auth.schemas import Token
-from reviewpoint.config import AppSettings
+from reviewpoint.config import AppSettings, JwtSecret
 from reviewpoint.db import Session
 from reviewpoint.errors import NotAuthenticated
 from reviewpoint.users import service as users
@@ -22,6 +22,7 @@ router = APIRouter(prefix="/api/v1/auth", tags=["Auth"])
 async def login(
     session: Session,
     settings: AppSettings,
+    jwt_secret: JwtSecret,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
 ) -> Token:
     """OAuth2 password flow: `username` is the email."""
@@ -30,7 +31,7 @@ async def login(
         raise NotAuthenticated("Incorrect email or password")
     token = security.create_access_token(
         subject=str(user.id),
-        secret=settings.jwt_secret_key.get_secret_value(),
+        secret=jwt_secret,
         lifetime=timedelta(minutes=settings.access_token_expire_minutes),
     )
     return Token(access_token=token)
