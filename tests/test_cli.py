@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import fcntl
 import hashlib
 import io
 import json
 import os
+import pty
 import re
+import select as fd_select
 import socket
 import stat
 import subprocess
 import sys
+import termios
 import time
 import uuid
 from collections.abc import Iterator
@@ -292,6 +296,110 @@ def test_users_create_with_invalid_input_fails_in_one_line_before_touching_the_d
     assert f"{field}:" in line
     assert password not in line
     assert not database.exists()
+
+
+def _can_log_in(client: TestClient, email: str, password: str) -> bool:
+    response = client.post("/api/v1/auth/login", data={"username": email, "password": password})
+    return response.status_code == 200
+
+
+def test_users_create_reads_the_password_from_stdin(
+    db_url: str, client: TestClient, tmp_path: Path
+) -> None:
+    args = ("users", "create", "--email", "piped@example.com", "--password-stdin")
+    result = cli(tmp_path, db_url, *args, input="from a pipe, with spaces \n")
+    assert_ok(result)
+    assert "from a pipe" not in result.stdout + result.stderr
+    # Only the final line break is dropped: the password is what was piped.
+    assert _can_log_in(client, "piped@example.com", "from a pipe, with spaces ")
+
+
+def _tty_session() -> None:
+    # The pseudo-terminal on stdin becomes the controlling terminal, as in a shell:
+    # getpass reads /dev/tty, so the test's own terminal (if any) is never touched.
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def _run_on_a_terminal(cwd: Path, db_url: str, args: list[str], answers: list[str]) -> str:
+    """The command on a pseudo-terminal, typing each answer after the next `: ` prompt."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [REVIEWPOINT, *args],
+        env=_environment(db_url),
+        cwd=cwd,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        start_new_session=True,
+        preexec_fn=_tty_session,
+    )
+    os.close(follower)
+    seen = b""
+    pending = list(answers)
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = fd_select.select([leader], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(leader, 4096)
+                except OSError:  # EIO: the command closed the terminal and ended
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+                # getpass writes the prompt's final space only after switching echo
+                # off (and flushing pending input): type after it, not before.
+                if pending and seen.endswith(b": "):
+                    seen += b"<typed>"
+                    os.write(leader, pending.pop(0).encode() + b"\n")
+            elif process.poll() is not None:
+                break
+        process.wait(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(leader)
+    assert process.returncode == 0, seen.decode(errors="replace")
+    assert not pending, seen.decode(errors="replace")
+    return seen.decode(errors="replace")
+
+
+def test_users_create_prompts_twice_for_a_hidden_password_on_a_terminal(
+    db_url: str, client: TestClient, tmp_path: Path
+) -> None:
+    args = ["users", "create", "--email", "typed@example.com", "--admin"]
+    transcript = _run_on_a_terminal(tmp_path, db_url, args, ["typed-secret-1"] * 2)
+    assert "Password:" in transcript
+    assert "Repeat for confirmation:" in transcript
+    assert "typed-secret-1" not in transcript  # never echoed
+    assert _can_log_in(client, "typed@example.com", "typed-secret-1")
+
+
+def test_users_create_without_a_password_or_terminal_fails_in_one_line(
+    db_url: str, tmp_path: Path
+) -> None:
+    result = cli(tmp_path, db_url, "users", "create", "--email", "nobody@example.com")
+    assert "--password-stdin" in one_line_error(result)
+    assert sql_rows(db_url, "SELECT count(*) FROM users") == [(0,)]
+
+
+@SQLITE_ONLY
+def test_users_create_refuses_two_passwords(db_url: str, tmp_path: Path) -> None:
+    args = ("users", "create", "--email", "two@example.com", "--password", "long-enough-1")
+    result = cli(tmp_path, db_url, *args, "--password-stdin", input="long-enough-2\n")
+    assert "not both" in one_line_error(result)
+    assert sql_rows(db_url, "SELECT count(*) FROM users") == [(0,)]
+
+
+def test_users_create_help_warns_about_passwords_on_the_command_line(tmp_path: Path) -> None:
+    result = cli(tmp_path, None, "users", "create", "--help", env={"COLUMNS": "200"})
+    assert_ok(result)
+    help_text = " ".join(re.sub(r"[│]", " ", result.stdout).split())
+    assert "shell history" in help_text
+    assert "process list" in help_text
+    assert "--password-stdin" in help_text
 
 
 # api-keys

@@ -148,11 +148,23 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
 @one_line_errors
 def users_create(
     email: Annotated[str, typer.Option(help="Login email, unique.")],
-    password: Annotated[str, typer.Option(help="At least 8 characters.")],
     name: Annotated[str | None, typer.Option(help="Display name.")] = None,
     admin: Annotated[bool, typer.Option("--admin", help="Grant administrator rights.")] = False,
+    password: Annotated[
+        str | None,
+        typer.Option(
+            help="At least 8 characters. For scripts only: a password on the command line "
+            "is kept in shell history and visible to other local users in the process "
+            "list; prefer the prompt or --password-stdin."
+        ),
+    ] = None,
+    password_stdin: Annotated[
+        bool,
+        typer.Option("--password-stdin", help="Read the password from standard input (one line)."),
+    ] = False,
 ) -> None:
-    """Create a user."""
+    """Create a user; asks for the password (hidden, twice) unless it is given."""
+    password = _password(password, from_stdin=password_stdin)
     data = _validated(UserCreate, email=email, password=password, name=name, is_admin=admin)
 
     async def create() -> int:
@@ -161,6 +173,24 @@ def users_create(
 
     user_id = _run(create())
     err.print(f"created user {user_id} <{email}>{' (admin)' if admin else ''}")
+
+
+def _password(given: str | None, *, from_stdin: bool) -> str:
+    if given is not None and from_stdin:
+        raise fail("give either --password or --password-stdin, not both")
+    if given is not None:
+        return given
+    if from_stdin:
+        # As `docker login --password-stdin`: the input minus its final line break.
+        return sys.stdin.read().removesuffix("\n").removesuffix("\r")
+    if not sys.stdin.isatty():
+        # getpass would fall back to reading a pipe with echo warnings: say what works.
+        raise fail(
+            "no password: standard input is not a terminal to ask on; "
+            "pipe it with --password-stdin (or give --password)"
+        )
+    value: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
+    return value
 
 
 @keys_app.command("create")
