@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import socket
 import threading
@@ -89,8 +90,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def settings(db_url: str) -> Settings:
-    # _env_file=None: a developer's .env must not leak into tests.
-    return load_settings(_env_file=None, env="test", db_url=db_url, log_level="warning")
+    # _env_file=None: a developer's .env must not leak into tests. An explicit secret,
+    # so tests can mint tokens the app accepts (tests/data.py bearer_headers).
+    return load_settings(
+        _env_file=None,
+        env="test",
+        db_url=db_url,
+        log_level="warning",
+        jwt_secret_key=secrets.token_urlsafe(32),
+    )
 
 
 @pytest.fixture

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import fcntl
 import hashlib
 import io
+import json
 import os
+import pty
 import re
+import select as fd_select
 import socket
+import stat
 import subprocess
 import sys
+import termios
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,7 +42,7 @@ from reviewpoint.cli import DEMO_ADMIN_EMAIL, DEMO_USERS, _without_password
 from reviewpoint.db import create_engine, standalone_session
 from reviewpoint.migrations import alembic_config
 from tests.conftest import BACKENDS, PG_URL, pg_execute
-from tests.data import create_api_key, insert_user, login
+from tests.data import BULK_PASSWORD, create_api_key, insert_user, login
 
 # No `__main__` module in the package: run the console script, as operators do.
 REVIEWPOINT = str(Path(sys.executable).parent / "reviewpoint")
@@ -59,11 +65,19 @@ def _environment(db_url: str | None, **extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def cli(cwd: Path, db_url: str | None, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(
+    cwd: Path,
+    db_url: str | None,
+    *args: str,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """The command with `input` on stdin (none: stdin is closed, never the terminal)."""
     return subprocess.run(
         [REVIEWPOINT, *args],
-        env=_environment(db_url),
+        env=_environment(db_url, **(env or {})),
         cwd=cwd,
+        input=input or "",
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -284,6 +298,110 @@ def test_users_create_with_invalid_input_fails_in_one_line_before_touching_the_d
     assert not database.exists()
 
 
+def _can_log_in(client: TestClient, email: str, password: str) -> bool:
+    response = client.post("/api/v1/auth/login", data={"username": email, "password": password})
+    return response.status_code == 200
+
+
+def test_users_create_reads_the_password_from_stdin(
+    db_url: str, client: TestClient, tmp_path: Path
+) -> None:
+    args = ("users", "create", "--email", "piped@example.com", "--password-stdin")
+    result = cli(tmp_path, db_url, *args, input="from a pipe, with spaces \n")
+    assert_ok(result)
+    assert "from a pipe" not in result.stdout + result.stderr
+    # Only the final line break is dropped: the password is what was piped.
+    assert _can_log_in(client, "piped@example.com", "from a pipe, with spaces ")
+
+
+def _tty_session() -> None:
+    # The pseudo-terminal on stdin becomes the controlling terminal, as in a shell:
+    # getpass reads /dev/tty, so the test's own terminal (if any) is never touched.
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def _run_on_a_terminal(cwd: Path, db_url: str, args: list[str], answers: list[str]) -> str:
+    """The command on a pseudo-terminal, typing each answer after the next `: ` prompt."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [REVIEWPOINT, *args],
+        env=_environment(db_url),
+        cwd=cwd,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        start_new_session=True,
+        preexec_fn=_tty_session,
+    )
+    os.close(follower)
+    seen = b""
+    pending = list(answers)
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = fd_select.select([leader], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(leader, 4096)
+                except OSError:  # EIO: the command closed the terminal and ended
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+                # getpass writes the prompt's final space only after switching echo
+                # off (and flushing pending input): type after it, not before.
+                if pending and seen.endswith(b": "):
+                    seen += b"<typed>"
+                    os.write(leader, pending.pop(0).encode() + b"\n")
+            elif process.poll() is not None:
+                break
+        process.wait(timeout=TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(leader)
+    assert process.returncode == 0, seen.decode(errors="replace")
+    assert not pending, seen.decode(errors="replace")
+    return seen.decode(errors="replace")
+
+
+def test_users_create_prompts_twice_for_a_hidden_password_on_a_terminal(
+    db_url: str, client: TestClient, tmp_path: Path
+) -> None:
+    args = ["users", "create", "--email", "typed@example.com", "--admin"]
+    transcript = _run_on_a_terminal(tmp_path, db_url, args, ["typed-secret-1"] * 2)
+    assert "Password:" in transcript
+    assert "Repeat for confirmation:" in transcript
+    assert "typed-secret-1" not in transcript  # never echoed
+    assert _can_log_in(client, "typed@example.com", "typed-secret-1")
+
+
+def test_users_create_without_a_password_or_terminal_fails_in_one_line(
+    db_url: str, tmp_path: Path
+) -> None:
+    result = cli(tmp_path, db_url, "users", "create", "--email", "nobody@example.com")
+    assert "--password-stdin" in one_line_error(result)
+    assert sql_rows(db_url, "SELECT count(*) FROM users") == [(0,)]
+
+
+@SQLITE_ONLY
+def test_users_create_refuses_two_passwords(db_url: str, tmp_path: Path) -> None:
+    args = ("users", "create", "--email", "two@example.com", "--password", "long-enough-1")
+    result = cli(tmp_path, db_url, *args, "--password-stdin", input="long-enough-2\n")
+    assert "not both" in one_line_error(result)
+    assert sql_rows(db_url, "SELECT count(*) FROM users") == [(0,)]
+
+
+def test_users_create_help_warns_about_passwords_on_the_command_line(tmp_path: Path) -> None:
+    result = cli(tmp_path, None, "users", "create", "--help", env={"COLUMNS": "200"})
+    assert_ok(result)
+    help_text = " ".join(re.sub(r"[│]", " ", result.stdout).split())
+    assert "shell history" in help_text
+    assert "process list" in help_text
+    assert "--password-stdin" in help_text
+
+
 # api-keys
 
 
@@ -464,21 +582,33 @@ def _free_port() -> int:
 
 
 class Demo:
-    """`reviewpoint demo` as a subprocess on a free port; always stopped on exit."""
+    """A `reviewpoint` server command as a subprocess on a free port; always stopped on exit.
 
-    def __init__(self, cwd: Path, run: str) -> None:
+    `demo` by default, on the default database of `cwd` unless `db_url` is given.
+    """
+
+    def __init__(
+        self,
+        cwd: Path,
+        run: str,
+        db_url: str | None = None,
+        command: tuple[str, ...] = ("demo",),
+        **env: str,
+    ) -> None:
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.stdout_path = cwd / f"demo-{run}.out"
         self.stderr_path = cwd / f"demo-{run}.err"
         self.cwd = cwd
+        self.args = [*command, "--host", "127.0.0.1", "--port", str(self.port)]
+        self.env = _environment(db_url, REVIEWPOINT_LOG_LEVEL="warning", **env)
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Demo:
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
             self.process = subprocess.Popen(
-                [REVIEWPOINT, "demo", "--host", "127.0.0.1", "--port", str(self.port)],
-                env=_environment(None, REVIEWPOINT_LOG_LEVEL="warning"),
+                [REVIEWPOINT, *self.args],
+                env=self.env,
                 cwd=self.cwd,
                 stdout=out,
                 stderr=err,
@@ -547,47 +677,171 @@ def test_demo_prints_the_database_url_without_its_password(url: str, printed: st
     assert _without_password(url) == printed
 
 
+def _demo_login(demo: Demo, password: str) -> httpx.Response:
+    return httpx.post(
+        f"{demo.base}/api/v1/auth/login",
+        data={"username": DEMO_ADMIN_EMAIL, "password": password},
+        timeout=30,
+    )
+
+
 def test_demo_serves_every_demo_user_to_the_printed_key_and_curl_line(tmp_path: Path) -> None:
     expected_emails = {DEMO_ADMIN_EMAIL, *(email for email, _ in DEMO_USERS)}
-    keys, passwords = [], []
+    with Demo(tmp_path, "first") as demo:
+        key = demo.printed(r"export API key:\s+(\S+)")
+        assert SECRET_FORMAT.fullmatch(key), key
+        password = demo.printed(rf"admin login:\s+{re.escape(DEMO_ADMIN_EMAIL)} / (\S+)")
+        curl_key, url = re.findall(r'curl -H "X-API-Key: (\S+)" (\S+)', demo.stdout)[0]
+        assert (curl_key, url) == (key, f"{demo.base}{EXPORT_FULL}")
+
+        response = httpx.get(url, headers={"X-API-Key": key}, timeout=30)
+        assert response.status_code == 200, response.text
+        records = csv_records(response.text)
+        assert records[0] == FULL_HEADER.split(",")
+        assert sorted(record[1] for record in records[1:]) == sorted(expected_emails)
+        names = {record[1]: record[2] for record in records[1:]}
+        assert names["comma@example.com"] == "Doe, John"
+        assert names["multi.line@example.com"] == "First line\nSecond line"
+        assert names["formula@example.com"].startswith("'=HYPERLINK(")
+        assert _demo_login(demo, password).status_code == 200
+    # The default database and the credentials, in the working directory the demo ran in.
+    assert (tmp_path / "reviewpoint.db").exists()
+    state = tmp_path / ".reviewpoint" / "demo.json"
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600
+    stored = json.loads(state.read_text())["databases"]["sqlite+aiosqlite:///./reviewpoint.db"]
+    assert stored == {"admin_password": password, "api_key": key}
+
+
+def test_a_second_demo_run_reprints_the_same_credentials_and_keeps_tokens_valid(
+    db_url: str, tmp_path: Path
+) -> None:
+    expected_emails = sorted({DEMO_ADMIN_EMAIL, *(email for email, _ in DEMO_USERS)})
+    printed, tokens = [], []
     for run in ("first", "second"):
-        with Demo(tmp_path, run) as demo:
+        with Demo(tmp_path, run, db_url) as demo:
             key = demo.printed(r"export API key:\s+(\S+)")
-            assert SECRET_FORMAT.fullmatch(key), key
             password = demo.printed(rf"admin login:\s+{re.escape(DEMO_ADMIN_EMAIL)} / (\S+)")
-            curl_key, url = re.findall(r'curl -H "X-API-Key: (\S+)" (\S+)', demo.stdout)[0]
-            assert (curl_key, url) == (key, f"{demo.base}{EXPORT_FULL}")
-
-            response = httpx.get(url, headers={"X-API-Key": key}, timeout=30)
-            assert response.status_code == 200, response.text
-            records = csv_records(response.text)
-            assert records[0] == FULL_HEADER.split(",")
-            emails = [record[1] for record in records[1:]]
-            # Every demo user, once: a second run adds no duplicates.
-            assert sorted(emails) == sorted(expected_emails)
-            names = {record[1]: record[2] for record in records[1:]}
-            assert names["comma@example.com"] == "Doe, John"
-            assert names["multi.line@example.com"] == "First line\nSecond line"
-            assert names["formula@example.com"].startswith("'=HYPERLINK(")
-
-            token = httpx.post(
-                f"{demo.base}/api/v1/auth/login",
-                data={"username": DEMO_ADMIN_EMAIL, "password": password},
-                timeout=30,
-            )
+            printed.append((password, key))
+            token = _demo_login(demo, password)
             assert token.status_code == 200, token.text
-            if passwords:  # each run prints a new admin password; the old one stops working
-                old = httpx.post(
-                    f"{demo.base}/api/v1/auth/login",
-                    data={"username": DEMO_ADMIN_EMAIL, "password": passwords[-1]},
+            tokens.append(token.json()["access_token"])
+            for earlier in tokens:  # the signing key is kept too: a restart logs no one out
+                me = httpx.get(
+                    f"{demo.base}/api/v1/auth/me",
+                    headers={"Authorization": f"Bearer {earlier}"},
                     timeout=30,
                 )
-                assert old.status_code == 401
-            keys.append(key)
-            passwords.append(password)
-        assert demo.process is not None
-        assert demo.process.returncode is not None
-    assert keys[0] != keys[1]
-    assert passwords[0] != passwords[1]
-    # The default database, in the working directory the demo ran in.
-    assert (tmp_path / "reviewpoint.db").exists()
+                assert me.status_code == 200, me.text
+            export = httpx.get(f"{demo.base}{EXPORT_FULL}", headers={"X-API-Key": key}, timeout=30)
+            assert export.status_code == 200, export.text
+            # Every demo user, once: a second run adds no duplicates.
+            assert sorted(r[1] for r in csv_records(export.text)[1:]) == expected_emails
+    assert printed[0] == printed[1]
+    assert sql_rows(db_url, "SELECT count(*) FROM api_keys") == [(1,)]
+
+
+@SQLITE_ONLY
+def test_demo_issues_a_new_key_when_the_stored_one_was_revoked(db_url: str, tmp_path: Path) -> None:
+    with Demo(tmp_path, "first", db_url) as demo:
+        first_key = demo.printed(r"export API key:\s+(\S+)")
+        password = demo.printed(rf"admin login:\s+{re.escape(DEMO_ADMIN_EMAIL)} / (\S+)")
+    match = SECRET_FORMAT.fullmatch(first_key)
+    assert match, first_key
+    assert_ok(cli(tmp_path, db_url, "api-keys", "revoke", str(stored_key(db_url, match[1]).id)))
+    keys = []
+    for run in ("second", "third"):
+        with Demo(tmp_path, run, db_url) as demo:
+            keys.append(demo.printed(r"export API key:\s+(\S+)"))
+            assert _demo_login(demo, password).status_code == 200  # the password stays
+            export = httpx.get(
+                f"{demo.base}{EXPORT_FULL}", headers={"X-API-Key": keys[-1]}, timeout=30
+            )
+            assert export.status_code == 200, export.text
+    assert keys[0] != first_key
+    assert keys[0] == keys[1]  # issued once, then reprinted
+
+
+def _demo_footprint(db_url: str, cwd: Path) -> tuple[object, ...]:
+    """What a refused demo must leave as it was: users, their hashes, keys, the state file."""
+    state = cwd / ".reviewpoint" / "demo.json"
+    return (
+        sql_rows(db_url, "SELECT id, email, hashed_password, is_deleted FROM users ORDER BY id"),
+        sql_rows(db_url, "SELECT id, revoked_at FROM api_keys ORDER BY id"),
+        state.read_bytes() if state.exists() else None,
+    )
+
+
+def test_demo_refuses_to_run_in_prod_and_touches_nothing(db_url: str, tmp_path: Path) -> None:
+    before = _demo_footprint(db_url, tmp_path)
+    result = cli(
+        tmp_path,
+        db_url,
+        "demo",
+        "--port",
+        str(_free_port()),
+        env={"REVIEWPOINT_ENV": "prod", "REVIEWPOINT_JWT_SECRET_KEY": "p" * 40},
+    )
+    assert "REVIEWPOINT_ENV=prod" in one_line_error(result)
+    assert _demo_footprint(db_url, tmp_path) == before
+    assert not (tmp_path / ".reviewpoint").exists()
+
+
+@pytest.mark.parametrize("deleted", [False, True], ids=["live", "deleted"])
+def test_demo_refuses_a_database_with_users_it_did_not_create(
+    db_url: str, tmp_path: Path, deleted: bool
+) -> None:
+    insert_user(db_url, DEMO_USERS[0][0], name="A demo user")
+    insert_user(db_url, "cfo@corp.example", name="Real Person", is_deleted=deleted)
+    before = _demo_footprint(db_url, tmp_path)
+    result = cli(tmp_path, db_url, "demo", "--port", str(_free_port()))
+    line = one_line_error(result)
+    assert "1 user(s) the demo did not create" in line
+    assert "cfo@corp.example" not in line
+    assert _demo_footprint(db_url, tmp_path) == before
+    assert not (tmp_path / ".reviewpoint").exists()
+
+
+@SQLITE_ONLY
+def test_demo_refuses_an_admin_whose_password_it_does_not_know(db_url: str, tmp_path: Path) -> None:
+    insert_user(db_url, DEMO_ADMIN_EMAIL, is_admin=True)
+    before = _demo_footprint(db_url, tmp_path)
+    result = cli(tmp_path, db_url, "demo", "--port", str(_free_port()))
+    assert "password is not in" in one_line_error(result)
+    assert _demo_footprint(db_url, tmp_path) == before
+
+
+def test_demo_on_a_busy_port_refuses_before_changing_anything(db_url: str, tmp_path: Path) -> None:
+    with Demo(tmp_path, "first", db_url) as demo:
+        password = demo.printed(rf"admin login:\s+{re.escape(DEMO_ADMIN_EMAIL)} / (\S+)")
+        before = _demo_footprint(db_url, tmp_path)
+        again = cli(tmp_path, db_url, "demo", "--host", "127.0.0.1", "--port", str(demo.port))
+        line = one_line_error(again)
+        assert f"127.0.0.1:{demo.port}" in line
+        assert "nothing was changed" in line
+        assert _demo_footprint(db_url, tmp_path) == before
+        assert _demo_login(demo, password).status_code == 200
+
+
+# serve
+
+
+def test_serve_without_a_secret_in_dev_signs_with_one_key_across_workers(
+    db_url: str, tmp_path: Path
+) -> None:
+    insert_user(db_url, "admin@example.com", is_admin=True)
+    with Demo(
+        tmp_path, "serve", db_url, command=("serve", "--workers", "2"), REVIEWPOINT_ENV="dev"
+    ) as server:
+        # Fresh connections land on either worker: a token minted by one must pass
+        # the other. With a key per worker about half of these would be refused.
+        for _ in range(12):
+            with httpx.Client(base_url=server.base, timeout=30) as first:
+                token = first.post(
+                    "/api/v1/auth/login",
+                    data={"username": "admin@example.com", "password": BULK_PASSWORD},
+                ).json()["access_token"]
+            with httpx.Client(base_url=server.base, timeout=30) as second:
+                me = second.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"})
+            assert me.status_code == 200, me.text
+    assert "tokens are signed with a random key" in server.stderr
+    assert "REVIEWPOINT_JWT_SECRET_KEY" not in server.env

@@ -11,14 +11,21 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
-from reviewpoint.config import DEV_JWT_SECRET, SettingsError, load_settings
+from reviewpoint import security
+from reviewpoint.config import Settings, SettingsError, load_settings
+from reviewpoint.main import create_app
+from tests.data import BULK_PASSWORD, insert_user, login
 
 REVIEWPOINT = str(Path(sys.executable).parent / "reviewpoint")
 STRONG_SECRET = "x" * 32
+# The constant that signed every token when REVIEWPOINT_ENV was unset, up to 0.1.0.
+PUBLISHED_SECRET = "reviewpoint-dev-secret-do-not-use-in-production"
 
 
 @pytest.fixture(autouse=True)
@@ -41,10 +48,11 @@ def _refusal(**overrides: object) -> str:
 # Defaults and sources
 
 
-def test_defaults_are_a_local_sqlite_file_in_dev() -> None:
+def test_defaults_are_a_local_sqlite_file_no_env_and_no_secret() -> None:
     settings = load_settings()
     assert settings.db_url == "sqlite+aiosqlite:///./reviewpoint.db"
-    assert settings.env == "dev"
+    assert settings.env is None
+    assert settings.jwt_secret_key is None
     assert settings.is_sqlite
 
 
@@ -65,7 +73,7 @@ def test_unprefixed_environment_variables_are_ignored(monkeypatch: pytest.Monkey
     monkeypatch.setenv("ENV", "prod")
     monkeypatch.setenv("DB_URL", "postgresql+asyncpg://app@elsewhere/rvp")
     settings = load_settings()
-    assert settings.env == "dev"
+    assert settings.env is None
     assert settings.db_url == "sqlite+aiosqlite:///./reviewpoint.db"
 
 
@@ -99,7 +107,7 @@ def test_environment_variable_beats_dot_env(
 
 def test_env_file_none_ignores_dot_env(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("REVIEWPOINT_ENV=test\n")
-    assert load_settings(_env_file=None).env == "dev"
+    assert load_settings(_env_file=None).env is None
 
 
 def test_bad_setting_in_dot_env_is_refused_naming_it(tmp_path: Path) -> None:
@@ -107,15 +115,37 @@ def test_bad_setting_in_dot_env_is_refused_naming_it(tmp_path: Path) -> None:
     assert "REVIEWPOINT_ENV" in _refusal()
 
 
-# Production secret
+# The token signing secret
 
 
 def test_prod_without_jwt_secret_is_refused_in_one_line_naming_it() -> None:
     assert "REVIEWPOINT_JWT_SECRET_KEY" in _refusal(env="prod")
 
 
-def test_prod_with_the_public_development_secret_is_refused() -> None:
-    assert "REVIEWPOINT_JWT_SECRET_KEY" in _refusal(env="prod", jwt_secret_key=DEV_JWT_SECRET)
+@pytest.mark.parametrize("env", ["prod", "dev", "test", None])
+def test_the_secret_once_published_in_the_code_is_refused_in_every_env(env: str | None) -> None:
+    message = _refusal(env=env, jwt_secret_key=PUBLISHED_SECRET)
+    assert "REVIEWPOINT_JWT_SECRET_KEY" in message
+    assert PUBLISHED_SECRET not in message
+
+
+def test_unset_env_with_a_short_secret_is_refused_as_prod_would() -> None:
+    message = _refusal(jwt_secret_key="too-short")
+    assert "REVIEWPOINT_JWT_SECRET_KEY" in message
+    assert "too-short" not in message
+
+
+@pytest.mark.parametrize("env", ["dev", "test"])
+def test_dev_and_test_accept_any_secret_or_none(env: str) -> None:
+    assert load_settings(env=env).jwt_secret_key is None
+    short = load_settings(env=env, jwt_secret_key="short").jwt_secret_key
+    assert short is not None
+    assert short.get_secret_value() == "short"
+
+
+def test_unset_env_without_a_secret_loads_for_commands_that_sign_nothing() -> None:
+    # db upgrade, users create, api-keys create: an operator runs them without one.
+    assert load_settings().jwt_secret_key is None
 
 
 def test_prod_with_a_31_character_secret_is_refused_without_echoing_it() -> None:
@@ -142,6 +172,58 @@ def test_secret_is_hidden_from_the_settings_repr() -> None:
     settings = load_settings(env="prod", jwt_secret_key=STRONG_SECRET)
     assert STRONG_SECRET not in repr(settings)
     assert STRONG_SECRET not in str(settings.model_dump())
+
+
+# Serving: the app resolves its signing secret once
+
+
+def test_create_app_without_env_or_secret_is_refused_in_one_line_naming_it() -> None:
+    with pytest.raises(SettingsError) as caught:
+        create_app(load_settings())
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1, message
+    assert "REVIEWPOINT_JWT_SECRET_KEY" in message
+    assert "dev or test" in message
+
+
+def test_create_app_signs_with_the_configured_secret() -> None:
+    app = create_app(load_settings(env="prod", jwt_secret_key=STRONG_SECRET))
+    assert app.state.jwt_secret == STRONG_SECRET
+
+
+def _app_settings(db_url: str, env: str) -> Settings:
+    return load_settings(_env_file=None, env=env, db_url=db_url, log_level="warning")
+
+
+@pytest.mark.parametrize("env", ["dev", "test"])
+def test_dev_and_test_apps_without_a_secret_each_sign_with_their_own_random_one(
+    db_url: str, env: str
+) -> None:
+    insert_user(db_url, "admin@example.com", is_admin=True)
+    first, second = (create_app(_app_settings(db_url, env)) for _ in range(2))
+    assert first.state.jwt_secret != second.state.jwt_secret
+    assert len(first.state.jwt_secret) >= 32
+    with TestClient(first) as one, TestClient(second) as other:
+        headers = login(one, "admin@example.com", BULK_PASSWORD)
+        assert one.get("/api/v1/auth/me", headers=headers).status_code == 200
+        refused = other.get("/api/v1/auth/me", headers=headers)
+        assert refused.status_code == 401
+        assert refused.json() == {"detail": "Invalid or expired access token"}
+
+
+def test_a_token_signed_with_the_once_published_secret_is_refused_by_a_dev_app(
+    db_url: str,
+) -> None:
+    admin_id = insert_user(db_url, "admin@example.com", is_admin=True)
+    forged = security.create_access_token(
+        subject=str(admin_id), secret=PUBLISHED_SECRET, lifetime=timedelta(minutes=5)
+    )
+    with TestClient(create_app(_app_settings(db_url, "dev"))) as client:
+        response = client.get(
+            "/api/v1/users/export-full", headers={"Authorization": f"Bearer {forged}"}
+        )
+    assert response.status_code == 401
+    assert "admin@example.com" not in response.text
 
 
 # Other refusals
@@ -220,6 +302,9 @@ def taken_port() -> Iterator[int]:
     ("command", "environment", "named"),
     [
         (["serve"], {"REVIEWPOINT_ENV": "prod"}, "REVIEWPOINT_JWT_SECRET_KEY"),
+        # Unset env is never weaker than prod: no secret, no server.
+        (["serve"], {}, "REVIEWPOINT_JWT_SECRET_KEY"),
+        (["serve"], {"REVIEWPOINT_JWT_SECRET_KEY": "too-short"}, "REVIEWPOINT_JWT_SECRET_KEY"),
         (
             ["serve"],
             {"REVIEWPOINT_ENV": "prod", "REVIEWPOINT_JWT_SECRET_KEY": "too-short"},
@@ -252,7 +337,7 @@ def test_cli_with_a_bad_setting_exits_with_one_line_and_no_traceback(
         timeout=60,
         check=False,
     )
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert named in result.stderr
     assert "Traceback" not in result.stderr

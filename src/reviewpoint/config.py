@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-# Known publicly (it is in this file), so only development and tests may use it.
-DEV_JWT_SECRET = "reviewpoint-dev-secret-do-not-use-in-production"  # noqa: S105
 MIN_PROD_SECRET_LENGTH = 32
+# Secrets once shipped in this code (a token forged with one exported every user):
+# refused in every environment, in case one was copied into a `.env`.
+PUBLISHED_JWT_SECRETS = frozenset({"reviewpoint-dev-secret-do-not-use-in-production"})
 # Pool connections kept for everything but exports: logins, the admin API,
 # readiness probes and the credential checks that precede exports.
 REQUEST_CONNECTIONS = 4
@@ -24,9 +26,11 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    env: Literal["dev", "test", "prod"] = "dev"
+    # Unset is not "dev": about secrets it is as strict as prod (see signing_secret).
+    env: Literal["dev", "test", "prod"] | None = None
     db_url: str = "sqlite+aiosqlite:///./reviewpoint.db"
-    jwt_secret_key: SecretStr = SecretStr(DEV_JWT_SECRET)
+    # No default: a secret in the code is a secret anyone can sign tokens with.
+    jwt_secret_key: SecretStr | None = None
     access_token_expire_minutes: int = Field(default=30, gt=0, le=60 * 24 * 30)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Rows per database round trip in an export: large enough that per-chunk
@@ -106,14 +110,24 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _prod_needs_real_secret(self) -> Settings:
-        if self.env == "prod":
-            secret = self.jwt_secret_key.get_secret_value()
-            if secret == DEV_JWT_SECRET or len(secret) < MIN_PROD_SECRET_LENGTH:
-                raise ValueError(
-                    "REVIEWPOINT_JWT_SECRET_KEY must be set to a random string of at least "
-                    f"{MIN_PROD_SECRET_LENGTH} characters when REVIEWPOINT_ENV=prod"
-                )
+    def _no_weak_secret(self) -> Settings:
+        # Commands that sign nothing (db upgrade, users create...) run without a
+        # secret unless env is prod; serving without one is refused by signing_secret.
+        secret = self.jwt_secret_key.get_secret_value() if self.jwt_secret_key else None
+        if secret in PUBLISHED_JWT_SECRETS:
+            raise ValueError(
+                "REVIEWPOINT_JWT_SECRET_KEY is a value published in reviewpoint's source; "
+                "set a random string of at least "
+                f"{MIN_PROD_SECRET_LENGTH} characters (or unset it in dev and test)"
+            )
+        strict = self.env not in ("dev", "test")
+        if (secret is None and self.env == "prod") or (
+            secret is not None and strict and len(secret) < MIN_PROD_SECRET_LENGTH
+        ):
+            raise ValueError(
+                "REVIEWPOINT_JWT_SECRET_KEY must be set to a random string of at least "
+                f"{MIN_PROD_SECRET_LENGTH} characters unless REVIEWPOINT_ENV is dev or test"
+            )
         if self.db_pool_size - self.export_slots * self.connections_per_export < 2:
             raise ValueError(
                 f"REVIEWPOINT_DB_POOL_SIZE={self.db_pool_size} leaves fewer than 2 connections "
@@ -153,6 +167,24 @@ class SettingsError(Exception):
     """A setting is invalid; the message is one line an operator can act on."""
 
 
+def signing_secret(settings: Settings) -> str:
+    """The key that signs access tokens: the configured one, else a random one in dev/test.
+
+    A random key lives as long as the app (tokens die with it): that is the price
+    of never shipping one. An unset REVIEWPOINT_ENV is treated as prod here, so a
+    server started without any configuration cannot be run with a guessable key.
+    """
+    if settings.jwt_secret_key is not None:
+        return settings.jwt_secret_key.get_secret_value()
+    if settings.env in ("dev", "test"):
+        return secrets.token_urlsafe(32)
+    raise SettingsError(
+        "invalid configuration: REVIEWPOINT_JWT_SECRET_KEY must be set to serve "
+        f"(a random string of at least {MIN_PROD_SECRET_LENGTH} characters); "
+        "with REVIEWPOINT_ENV=dev or test a random one is generated"
+    )
+
+
 def describe_validation_error(error: ValidationError) -> str:
     """One line per bad setting, named as the operator would set it."""
     parts = []
@@ -179,3 +211,12 @@ def get_app_settings(request: Request) -> Settings:
 
 
 AppSettings = Annotated[Settings, Depends(get_app_settings)]
+
+
+def get_jwt_secret(request: Request) -> str:
+    """The key this app signs and checks tokens with, resolved once by create_app."""
+    secret: str = request.app.state.jwt_secret
+    return secret
+
+
+JwtSecret = Annotated[str, Depends(get_jwt_secret)]

@@ -14,7 +14,7 @@ from reviewpoint.api_keys.router import router as api_keys_router
 from reviewpoint.auth.router import router as auth_router
 from reviewpoint.body_limit import BodyLimitMiddleware
 from reviewpoint.cache_control import NoStoreMiddleware
-from reviewpoint.config import Settings, load_settings
+from reviewpoint.config import Settings, load_settings, signing_secret
 from reviewpoint.db import Database
 from reviewpoint.errors import install_error_handlers
 from reviewpoint.exports.router import router as exports_router
@@ -27,6 +27,7 @@ from reviewpoint.users.router import router as users_router
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; with no settings, read them from the environment (uvicorn's factory)."""
     settings = settings or load_settings()
+    jwt_secret = signing_secret(settings)  # before anything else: no key, no app
     configure_logging(settings.log_level)
 
     @asynccontextmanager
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.jwt_secret = jwt_secret
     # The last added runs first: no-store and request ids also mark the 413s and
     # 422s the two guards answer before any route or credential check.
     app.add_middleware(NulGuardMiddleware)

@@ -67,6 +67,11 @@ def hash_password(password: str) -> str:
     return _passwords.hash(password)
 
 
+def verify_password(password: str, hashed: str) -> bool:
+    """Blocking: for code outside the event loop (the CLI)."""
+    return _passwords.verify(password, hashed)
+
+
 async def hash_password_in_worker(password: str) -> str:
     return await _hash_work(_passwords.hash, password)
 

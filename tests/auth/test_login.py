@@ -71,6 +71,7 @@ def test_login_token_lifetime_follows_access_token_expire_minutes(db_url: str) -
         db_url=db_url,
         log_level="warning",
         access_token_expire_minutes=7,
+        jwt_secret_key="login-lifetime-test-" + "k" * 12,
     )
     insert_user(db_url, "user@example.com")
     with TestClient(create_app(settings)) as client:

@@ -16,7 +16,7 @@ from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 
 from reviewpoint import features, security
 from reviewpoint.api_keys import service as api_keys
-from reviewpoint.config import AppSettings, Settings
+from reviewpoint.config import AppSettings, JwtSecret
 from reviewpoint.db import Database, DatabaseDep
 from reviewpoint.errors import FeatureDisabled, NotAuthenticated, NotPermitted
 from reviewpoint.users import repository as users
@@ -29,8 +29,8 @@ BearerToken = Annotated[str | None, Depends(_bearer)]
 ApiKeySecret = Annotated[str | None, Depends(_api_key)]
 
 
-async def _user_from_token(database: Database, settings: Settings, token: str) -> User:
-    subject = security.read_access_token(token, secret=settings.jwt_secret_key.get_secret_value())
+async def _user_from_token(database: Database, jwt_secret: str, token: str) -> User:
+    subject = security.read_access_token(token, secret=jwt_secret)
     user = None
     if subject is not None and subject.isascii() and subject.isdigit():
         # A short transaction of its own: the request's session (if any) takes
@@ -43,11 +43,11 @@ async def _user_from_token(database: Database, settings: Settings, token: str) -
 
 
 async def get_current_user(
-    database: DatabaseDep, settings: AppSettings, token: BearerToken
+    database: DatabaseDep, jwt_secret: JwtSecret, token: BearerToken
 ) -> User:
     if not token:
         raise NotAuthenticated("Not authenticated")
-    return await _user_from_token(database, settings, token)
+    return await _user_from_token(database, jwt_secret, token)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -86,7 +86,7 @@ def require_scope(scope: str) -> Callable[..., Awaitable[ExportPrincipal]]:
     """
 
     async def principal(
-        database: DatabaseDep, settings: AppSettings, api_key: ApiKeySecret, token: BearerToken
+        database: DatabaseDep, jwt_secret: JwtSecret, api_key: ApiKeySecret, token: BearerToken
     ) -> ExportPrincipal:
         if api_key:
             async with database.transaction(read_only=True) as session:
@@ -98,7 +98,7 @@ def require_scope(scope: str) -> Callable[..., Awaitable[ExportPrincipal]]:
             api_keys.record_use(database, key)
             return ExportPrincipal(kind="api_key", id=key.id, label=f"{key.name} ({key.prefix})")
         if token:
-            user = await _user_from_token(database, settings, token)
+            user = await _user_from_token(database, jwt_secret, token)
             if not user.is_admin:
                 raise NotPermitted("Administrator privileges required")
             return ExportPrincipal(kind="user", id=user.id, label=user.email)

@@ -11,7 +11,7 @@ from reviewpoint import security
 from reviewpoint.admission.gate import AdmissionDep
 from reviewpoint.auth.deps import CurrentUser
 from reviewpoint.auth.schemas import Token
-from reviewpoint.config import AppSettings
+from reviewpoint.config import AppSettings, JwtSecret
 from reviewpoint.db import DatabaseDep
 from reviewpoint.errors import NotAuthenticated
 from reviewpoint.users import service as users
@@ -48,6 +48,7 @@ async def login(
     database: DatabaseDep,
     admission: AdmissionDep,
     settings: AppSettings,
+    jwt_secret: JwtSecret,
     form: Annotated[OAuth2PasswordRequestForm, Depends()],
 ) -> Token:
     """OAuth2 password flow: `username` is the email.
@@ -64,7 +65,7 @@ async def login(
         raise NotAuthenticated("Incorrect email or password", headers=budget.headers())
     token = security.create_access_token(
         subject=str(user.id),
-        secret=settings.jwt_secret_key.get_secret_value(),
+        secret=jwt_secret,
         lifetime=timedelta(minutes=settings.access_token_expire_minutes),
     )
     return Token(access_token=token)
