@@ -36,6 +36,8 @@ def _settings(db_url: str, **overrides: object) -> Settings:
         ("sqlite+aiosqlite:///x.db", {}, 6, 4),
         ("sqlite+aiosqlite:///x.db", {"db_pool_size": 4}, 1, 3),
     ],
+    # Not the URLs: CI counts test ids naming postgresql as PostgreSQL tests.
+    ids=["pg", "pg-one-connection", "pg-pool-20", "pg-cap-2", "sqlite", "sqlite-pool-4"],
 )
 def test_exports_get_what_the_pool_holds_beyond_the_requests_share(
     db_url: str, overrides: dict[str, object], slots: int, request_connections: int

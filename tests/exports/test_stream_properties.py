@@ -81,6 +81,7 @@ def settings(db_url: str, chunk_rows: int) -> Settings:
         export_chunk_rows=chunk_rows,
         export_rate_limit="10000/minute",
         export_max_concurrent_per_credential=10,
+        export_max_concurrent=4,
     )
 
 
