@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Literal
 
+import asyncpg
 from fastapi import APIRouter
 from pydantic import BaseModel
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from reviewpoint.db import DatabaseDep
-from reviewpoint.errors import ServiceUnavailable
+from reviewpoint.errors import BUSY_RETRY_AFTER, ServiceUnavailable
 
 router = APIRouter(prefix="/api/v1/health", tags=["Health"])
 log = logging.getLogger("reviewpoint.health")
+# The ping talks to the driver directly, so its errors come unwrapped too.
+DATABASE_ERRORS = (
+    SQLAlchemyError,
+    OSError,
+    TimeoutError,
+    sqlite3.Error,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
 
 
 class HealthStatus(BaseModel):
@@ -31,11 +41,9 @@ async def live() -> HealthStatus:
 async def ready(database: DatabaseDep) -> HealthStatus:
     """The request pool answers: the one exports can never exhaust."""
     try:
-        async with database.engine.connect() as connection:
-            connection = await connection.execution_options(read_only=True)
-            await connection.execute(text("SELECT 1"))
-    except (SQLAlchemyError, OSError, TimeoutError) as error:
+        await database.ping()
+    except DATABASE_ERRORS as error:
         # Only the database's failures: a bug here should be a 500, not "not ready".
         log.warning("not ready: %r", error)
-        raise ServiceUnavailable("Database unreachable") from None
+        raise ServiceUnavailable("Database unreachable", retry_after=BUSY_RETRY_AFTER) from None
     return HealthStatus()

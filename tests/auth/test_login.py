@@ -127,6 +127,22 @@ def test_login_with_missing_form_fields_is_422_naming_them(
     assert {str(error["loc"][-1]) for error in response.json()["detail"]} == missing
 
 
+@pytest.mark.parametrize("field", ["username", "password"])
+def test_login_with_nul_in_a_field_is_422_naming_it(
+    client: TestClient, db_url: str, field: str
+) -> None:
+    insert_user(db_url, "user@example.com")
+    form = {"username": "user@example.com", "password": BULK_PASSWORD}
+    form[field] = form[field][:4] + "\x00" + form[field][4:]
+    response = client.post(LOGIN, data=form)
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": [
+            {"loc": ["body", field], "msg": "must not contain NUL characters", "type": "value_error"}
+        ]
+    }
+
+
 def test_login_sets_last_login_at(client: TestClient, db_url: str) -> None:
     user_id = insert_user(db_url, "user@example.com")
     assert _last_login_at(db_url, user_id) is None
