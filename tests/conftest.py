@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -131,10 +131,25 @@ class LiveServer:
             time.sleep(0.01)
         return self
 
+    def export_connections_in_use(self) -> int:
+        """Connections the app's export pool has lent out right now."""
+        in_use: int = self.server.config.app.state.database.export_engine.pool.checkedout()
+        return in_use
+
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
         self.sock.close()
+
+
+def eventually(check: Callable[[], bool], *, seconds: float = 10.0) -> bool:
+    """Poll `check` until it holds or `seconds` pass: for what a server does after answering."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 @pytest.fixture

@@ -11,16 +11,18 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterator, MutableMapping
+from contextlib import ExitStack, contextmanager, suppress
 
 import asyncpg
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
 from reviewpoint.config import Settings, load_settings
-from tests.conftest import LiveServer
+from reviewpoint.main import create_app
+from tests.conftest import LiveServer, eventually
 from tests.data import BULK_PASSWORD, create_api_key, insert_user, insert_users, login
 
 EXPORT_FULL = "/api/v1/users/export-full"
@@ -67,21 +69,6 @@ def _held_export(server: LiveServer, headers: dict[str, str]) -> tuple[socket.so
     sock.settimeout(20)
     status_line = sock.recv(12)  # b"HTTP/1.1 200"
     return sock, int(status_line[9:12])
-
-
-def _export_pool_in_use(server: LiveServer) -> int:
-    in_use: int = server.server.config.app.state.database.export_engine.pool.checkedout()
-    return in_use
-
-
-def _eventually(check: object, seconds: float = 15.0) -> bool:
-    assert callable(check)
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def _idle_in_transaction(db_url: str) -> int:
@@ -135,7 +122,7 @@ def test_twenty_concurrent_exports_of_one_key_get_200_or_429_and_readiness_stays
 
     with _server(settings) as server:
         responses, probes = asyncio.run(storm(server.url))
-        assert _eventually(lambda: _export_pool_in_use(server) == 0)
+        assert eventually(lambda: server.export_connections_in_use() == 0)
     statuses = sorted(response.status_code for response in responses)
     assert set(statuses) <= {200, 429}, statuses
     assert 200 in statuses
@@ -188,7 +175,7 @@ def test_exports_beyond_the_workers_slots_get_429_and_the_admin_api_still_answer
             assert client.get("/api/v1/users?limit=5", headers=admin).status_code == 200
             assert client.get(READY).status_code == 200
         held.close()
-        assert _eventually(lambda: _export_pool_in_use(server) == 0)
+        assert eventually(lambda: server.export_connections_in_use() == 0)
         assert httpx.get(server.url + EXPORT_FULL, headers=keys[2], timeout=10).status_code == 200
 
 
@@ -225,9 +212,9 @@ def test_a_client_that_reads_nothing_is_cut_off_and_its_snapshot_released(
         sock, status = _held_export(server, key)
         with sock:
             assert status == 200
-            assert _export_pool_in_use(server) >= 1
+            assert server.export_connections_in_use() >= 1
             # Cut off after about a second: the snapshot is gone, no transaction idles.
-            assert _eventually(lambda: _export_pool_in_use(server) == 0, seconds=10)
+            assert eventually(lambda: server.export_connections_in_use() == 0, seconds=10)
             assert _idle_in_transaction(db_url) == 0
             # The client then finds the download broken off: no final zero-length chunk.
             sock.settimeout(10)
@@ -257,4 +244,46 @@ def test_an_export_running_past_max_seconds_is_cut_off(db_url: str) -> None:
                 for _ in response.iter_raw(1024):
                     time.sleep(0.01)  # a slow but steady reader
             assert time.monotonic() - started < 10
-        assert _eventually(lambda: _export_pool_in_use(server) == 0)
+        assert eventually(lambda: server.export_connections_in_use() == 0)
+
+
+def test_a_client_gone_before_the_first_byte_frees_the_snapshot_and_the_slot(
+    db_url: str,
+) -> None:
+    key = _key(db_url)
+    app = create_app(_settings(db_url, export_max_concurrent=1))
+
+    async def vanishing_client() -> None:
+        """The ASGI server's side when the socket closed before the response could start."""
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": EXPORT_FULL,
+            "raw_path": EXPORT_FULL.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"127.0.0.1"), (b"x-api-key", key["X-API-Key"].encode())],
+            "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 8000),
+        }
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: MutableMapping[str, object]) -> None:
+            if message["type"] == "http.response.start":
+                raise OSError("client gone")
+
+        with suppress(Exception):
+            await app(scope, receive, send)
+
+    with TestClient(app) as client:
+        client.portal.call(vanishing_client)  # type: ignore[union-attr]
+        database = app.state.database
+        assert database.export_engine.pool.checkedout() == 0
+        assert app.state.admission.exports_running == 0
+        # The only slot is free again.
+        assert client.get(EXPORT_FULL, headers=key).status_code == 200

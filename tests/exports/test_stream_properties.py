@@ -23,7 +23,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -37,7 +37,7 @@ from reviewpoint.config import Settings, load_settings
 from reviewpoint.db import create_engine, utcnow
 from reviewpoint.exports import query
 from reviewpoint.users.models import User
-from tests.conftest import BACKENDS, LiveServer, pg_execute
+from tests.conftest import BACKENDS, LiveServer, eventually, pg_execute
 from tests.data import create_api_key, insert_users
 
 EXPORT_FULL = "/api/v1/users/export-full"
@@ -229,21 +229,6 @@ def _download(client: httpx.Client, headers: dict[str, str], path: str = EXPORT_
     return response.content
 
 
-def _eventually(check: Callable[[], bool], *, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def _checked_out(server: LiveServer) -> int:
-    """Connections the app's pool has lent out right now."""
-    checked_out: int = server.server.config.app.state.database.export_engine.pool.checkedout()
-    return checked_out
-
-
 def _read_at_least(pieces: Iterator[bytes], size: int) -> bytes:
     received = b""
     while len(received) < size:
@@ -365,15 +350,17 @@ def test_aborted_downloads_release_their_snapshot(
     for attempt in range(50):
         _abort_download(tight_server, full_key, attempt)
 
-    assert _eventually(lambda: _checked_out(tight_server) == 0), "export connections leaked"
+    assert eventually(lambda: tight_server.export_connections_in_use() == 0), (
+        "export connections leaked"
+    )
     # Each export stopped early and ended cleanly (its cleanup raised nothing).
-    assert _eventually(lambda: len(re.findall(r"csv aborted by", app_log.getvalue())) == 50), (
+    assert eventually(lambda: len(re.findall(r"csv aborted by", app_log.getvalue())) == 50), (
         app_log.getvalue()
     )
     assert "completed" not in app_log.getvalue()
     assert "failed" not in app_log.getvalue()
     if _is_postgresql(db_url):
-        assert _eventually(lambda: not _app_backends(db_url)), _app_backends(db_url)
+        assert eventually(lambda: not _app_backends(db_url)), _app_backends(db_url)
     else:
         # No reader holds an old snapshot: a writer commits and the WAL checkpoints fully.
         insert_users(db_url, [("after-aborts@example.com", "After")])
@@ -425,7 +412,7 @@ def test_database_lost_mid_stream_breaks_the_download_and_is_logged(
     def logged() -> bool:
         return f"[{request_id}] export users_full_export.csv failed" in app_log.getvalue()
 
-    assert _eventually(logged), app_log.getvalue()
+    assert eventually(logged), app_log.getvalue()
     assert "response aborted" in app_log.getvalue()
     assert "completed" not in app_log.getvalue()
     assert " WARNING " not in app_log.getvalue(), "ending the broken snapshot raised"
@@ -454,7 +441,7 @@ def test_export_whose_query_fails_is_a_clean_500_not_a_503(
             assert response.json() == {"detail": "Internal server error"}
         assert "[cannot-start-1] export" in app_log.getvalue()
         assert "could not start" in app_log.getvalue()
-        assert _eventually(lambda: _checked_out(live_server) == 0)
+        assert eventually(lambda: live_server.export_connections_in_use() == 0)
 
         _write(db_url, _rename_users("users", old="users_gone"))
         assert _ids(_rows(_download(client, full_key))) == _live_ids(db_url)
@@ -522,7 +509,7 @@ def test_health_answers_quickly_while_exports_stream(
         worker.start()
     latencies: list[float] = []
     try:
-        assert _eventually(lambda: in_flight[0] == 4, seconds=10)
+        assert eventually(lambda: in_flight[0] == 4, seconds=10)
         with httpx.Client(base_url=live_server.url, timeout=5) as client:
             for _ in range(200):
                 if len(latencies) == 20:

@@ -1,13 +1,13 @@
 """Every limit a request can meet in one worker, and the answers it gets.
 
-An export passes three checks before it touches the database, cheapest first,
-each refusing at once with 429 and `Retry-After` rather than queueing:
+An export passes three checks before it touches the database, each refusing
+at once with 429 and `Retry-After` rather than queueing:
 
-1. the credential's rate budget (`REVIEWPOINT_EXPORT_RATE_LIMIT`);
-2. a slot among this worker's `export_slots`: the export pool holds exactly
+1. a slot among this worker's `export_slots`: the export pool holds exactly
    that many exports' connections, so a slot means connections are free;
-3. a lease among the credential's `REVIEWPOINT_EXPORT_MAX_CONCURRENT_PER_CREDENTIAL`
-   (shared by every worker when the store is Redis).
+2. a lease among the credential's `REVIEWPOINT_EXPORT_MAX_CONCURRENT_PER_CREDENTIAL`
+   (shared by every worker when the store is Redis);
+3. the credential's rate budget (`REVIEWPOINT_EXPORT_RATE_LIMIT`).
 
 What an export is admitted to is held in an `AsyncExitStack` that the export
 owns and closes when its body ends.
@@ -41,38 +41,39 @@ class Admission:
         self.exports_running = 0
 
     async def admit_export(self, credential: str) -> tuple[AsyncExitStack, Decision]:
-        """Admit one export of `credential`, or raise 429; the stack holds its place."""
-        budget = await self.rate_limiter.hit(self.export_policy, credential)
-        if not budget.allowed:
-            raise TooManyRequests(
-                f"Export rate limit reached ({self.export_policy.item}); retry later",
-                retry_after=budget.reset_after,
-                headers=budget.headers(),
-            )
+        """Admit one export of `credential`, or raise 429; the stack holds its place.
+
+        The caps come before the budget: an attempt refused because others are
+        running does not spend the credential's budget, so following its
+        `Retry-After` costs nothing.
+        """
         held = AsyncExitStack()
-        if self.exports_running >= self.export_slots:
-            raise TooManyRequests(
-                f"This server already runs {self.export_slots} exports; retry shortly",
-                retry_after=SLOT_RETRY_AFTER,
-                headers=budget.headers(),
-            )
-        self.exports_running += 1
-        held.callback(self._free_slot)
         try:
-            leased = await held.enter_async_context(
+            if self.exports_running >= self.export_slots:
+                raise TooManyRequests(
+                    f"This server already runs {self.export_slots} exports; retry shortly",
+                    retry_after=SLOT_RETRY_AFTER,
+                )
+            self.exports_running += 1
+            held.callback(self._free_slot)
+            if not await held.enter_async_context(
                 self.leases.acquire(credential, self.per_credential)
-            )
+            ):
+                raise TooManyRequests(
+                    f"This credential already runs {self.per_credential} exports; "
+                    "retry when one finishes",
+                    retry_after=SLOT_RETRY_AFTER,
+                )
+            budget = await self.rate_limiter.hit(self.export_policy, credential)
+            if not budget.allowed:
+                raise TooManyRequests(
+                    f"Export rate limit reached ({self.export_policy.item}); retry later",
+                    retry_after=budget.reset_after,
+                    headers=budget.headers(),
+                )
         except BaseException:
             await held.aclose()
             raise
-        if not leased:
-            await held.aclose()
-            raise TooManyRequests(
-                f"This credential already runs {self.per_credential} exports; "
-                "retry when one finishes",
-                retry_after=SLOT_RETRY_AFTER,
-                headers=budget.headers(),
-            )
         return held, budget
 
     def _free_slot(self) -> None:

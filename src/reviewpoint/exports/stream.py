@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 
 import anyio
@@ -51,7 +51,7 @@ class CsvStreamingResponse(StreamingResponse):
 
     def __init__(
         self,
-        body: AsyncIterator[bytes],
+        body: ExportBody,
         *,
         filename: str,
         send_timeout: float,
@@ -91,19 +91,17 @@ class CsvStreamingResponse(StreamingResponse):
                 return
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            # Starlette leaves a body suspended at `yield` to the garbage
-            # collector when sending fails; close it now so the snapshot ends.
-            aclose = getattr(self.body_iterator, "aclose", None)
-            if aclose is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose()
+            # However sending ended (done, cut off, the client gone, even before
+            # the first byte), close the body now so the snapshot and slots end.
+            assert isinstance(self.body_iterator, ExportBody)
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()
 
     async def _send_in_pieces(self, send: Send, chunk: bytes) -> bool:
         """Send one chunk; False if the client stalled past the send timeout."""
         for start in range(0, len(chunk), SEND_PIECE_BYTES):
-            piece = (
-                chunk if len(chunk) <= SEND_PIECE_BYTES else chunk[start : start + SEND_PIECE_BYTES]
-            )
+            # A slice that covers the whole chunk is the chunk itself: no copy.
+            piece = chunk[start : start + SEND_PIECE_BYTES]
             with anyio.move_on_after(self.send_timeout) as stalled:
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
             if stalled.cancelled_caught:
@@ -157,7 +155,7 @@ async def open_export(
     connections: int,
     audit: str,
     admission: AsyncExitStack,
-) -> AsyncIterator[bytes]:
+) -> ExportBody:
     """Start an export and return its body; raises 503 if the database cannot serve.
 
     `connections` read chunks in parallel (PostgreSQL); a one-address export
@@ -188,7 +186,28 @@ async def open_export(
                 ) from None
         raise
     log.info("export %s started by %s", spec.filename, audit)
-    return _body(export, pipeline, spec, first, audit=audit)
+    return ExportBody(export, _body(export, pipeline, spec, first, audit=audit), spec)
+
+
+class ExportBody:
+    """The response body; closing it releases the export even if it never started.
+
+    An async generator that was never iterated skips its `finally` when closed,
+    and a client can vanish before the first byte (the response start fails):
+    without this its snapshot and admission slots would stay taken.
+    """
+
+    def __init__(self, export: _Export, chunks: AsyncGenerator[bytes], spec: ExportSpec) -> None:
+        self._export = export
+        self._chunks = chunks
+        self._spec = spec
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()
+        await self._export.release(self._spec)  # a no-op once the body has released it
 
 
 async def _reader(
@@ -206,7 +225,7 @@ async def _body(
     chunk: Chunk | None,
     *,
     audit: str,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes]:
     started = time.perf_counter()
     rows = 0
     outcome = "aborted"
