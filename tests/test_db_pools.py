@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import time
@@ -17,6 +18,7 @@ from reviewpoint.main import create_app
 from tests.data import BULK_PASSWORD, create_api_key, insert_user, login
 
 PG = "postgresql+asyncpg://u@127.0.0.1:5432/db"
+CPUS = os.cpu_count() or 1
 
 
 def _settings(db_url: str, **overrides: object) -> Settings:
@@ -32,12 +34,21 @@ def _settings(db_url: str, **overrides: object) -> Settings:
         (PG, {"export_connections": 1}, 6, 4),
         (PG, {"db_pool_size": 20}, 8, 4),
         (PG, {"export_max_concurrent": 2}, 2, 6),
-        # SQLite exports read on one connection.
-        ("sqlite+aiosqlite:///x.db", {}, 6, 4),
+        # SQLite exports read on one connection, in this process: one per core at most.
+        ("sqlite+aiosqlite:///x.db", {}, min(6, CPUS), 10 - min(6, CPUS)),
+        ("sqlite+aiosqlite:///x.db", {"export_max_concurrent": 5}, 5, 5),
         ("sqlite+aiosqlite:///x.db", {"db_pool_size": 4}, 1, 3),
     ],
     # Not the URLs: CI counts test ids naming postgresql as PostgreSQL tests.
-    ids=["pg", "pg-one-connection", "pg-pool-20", "pg-cap-2", "sqlite", "sqlite-pool-4"],
+    ids=[
+        "pg",
+        "pg-one-connection",
+        "pg-pool-20",
+        "pg-cap-2",
+        "sqlite",
+        "sqlite-cap-5",
+        "sqlite-pool-4",
+    ],
 )
 def test_exports_get_what_the_pool_holds_beyond_the_requests_share(
     db_url: str, overrides: dict[str, object], slots: int, request_connections: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from typing import Annotated, Literal
 
@@ -156,11 +157,17 @@ class Settings(BaseSettings):
 
     @property
     def export_slots(self) -> int:
-        """Exports one worker runs at once: what the pool holds beyond REQUEST_CONNECTIONS."""
+        """Exports one worker runs at once: what the pool holds beyond REQUEST_CONNECTIONS
+        (SQLite: at most one per core)."""
         if self.export_max_concurrent is not None:
             return self.export_max_concurrent
-        spare = self.db_pool_size - REQUEST_CONNECTIONS
-        return max(1, spare // self.connections_per_export)
+        slots = max(1, (self.db_pool_size - REQUEST_CONNECTIONS) // self.connections_per_export)
+        if self.is_sqlite:
+            # SQLite builds each export inside this process, one CPU-bound thread
+            # apiece: more at once than cores only slows them all and starves
+            # the event loop (PostgreSQL's exports run in its own backends).
+            slots = min(slots, os.cpu_count() or 1)
+        return slots
 
 
 class SettingsError(Exception):
