@@ -38,7 +38,8 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import make_url
 
 from reviewpoint.api_keys.models import ApiKey
-from reviewpoint.cli import DEMO_ADMIN_EMAIL, DEMO_USERS, _without_password
+from reviewpoint.cli.console import without_password as _without_password
+from reviewpoint.cli.demo import DEMO_ADMIN_EMAIL, DEMO_USERS
 from reviewpoint.db import create_engine, standalone_session
 from reviewpoint.migrations import alembic_config
 from tests.conftest import BACKENDS, PG_URL, pg_execute

@@ -1,0 +1,14 @@
+"""The `reviewpoint` command: each subcommand is a thin call into the same services."""
+
+from __future__ import annotations
+
+from reviewpoint.cli import api_keys, db, demo, server, users
+from reviewpoint.cli.console import OneLineTyper
+
+app = OneLineTyper(help="ReViewPoint user export service.", no_args_is_help=True)
+app.command()(server.serve)
+app.add_typer(db.app, name="db")
+app.add_typer(users.app, name="users")
+app.add_typer(api_keys.app, name="api-keys")
+app.command()(users.seed)
+app.command()(demo.demo)
