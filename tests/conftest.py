@@ -16,13 +16,17 @@ import os
 import secrets
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
@@ -34,6 +38,7 @@ from reviewpoint.migrations import upgrade
 
 PG_URL = os.environ.get("REVIEWPOINT_TEST_DB_URL", "")
 BACKENDS = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
+REVIEWPOINT = str(Path(sys.executable).parent / "reviewpoint")
 
 
 def _pg_dsn(database: str | None = None) -> str:
@@ -140,6 +145,45 @@ class LiveServer:
         self.server.should_exit = True
         self.thread.join(timeout=15)
         self.sock.close()
+
+
+@contextmanager
+def served_process(db_url: str, log: Path, **settings: str) -> Iterator[str]:
+    """`reviewpoint serve` as its own process on 127.0.0.1 (no GIL shared with the
+    test's client); yields its base URL. `settings` become REVIEWPOINT_* variables."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "REVIEWPOINT_ENV": "test",
+        "REVIEWPOINT_DB_URL": db_url,
+        "REVIEWPOINT_LOG_LEVEL": "warning",
+        **{f"REVIEWPOINT_{name.upper()}": value for name, value in settings.items()},
+    }
+    command = [REVIEWPOINT, "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("ab") as stderr:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start: {log.read_text()}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def eventually(check: Callable[[], bool], *, seconds: float = 10.0) -> bool:

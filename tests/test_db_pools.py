@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from reviewpoint.config import Settings, SettingsError, load_settings
 from reviewpoint.main import create_app
+from tests.conftest import BACKENDS
 from tests.data import BULK_PASSWORD, create_api_key, insert_user, login
 
 PG = "postgresql+asyncpg://u@127.0.0.1:5432/db"
@@ -131,3 +133,47 @@ def test_reads_and_exports_do_not_wait_for_the_sqlite_write_lock(sqlite_url: str
         finally:
             writer.execute("ROLLBACK")
             writer.close()
+
+
+@pytest.mark.parametrize(
+    "db_url", [backend for backend in BACKENDS if backend == "postgresql"], indirect=True
+)
+def test_postgresql_sessions_carry_timeouts_suited_to_their_use(db_url: str) -> None:
+    settings = _settings(db_url, export_max_seconds=120)
+    with TestClient(create_app(settings)) as client:
+        database = client.app.state.database  # type: ignore[attr-defined]
+
+        async def shown(engine: AsyncEngine) -> tuple[str, str]:
+            async with engine.connect() as connection:
+                statement = await connection.scalar(text("SHOW statement_timeout"))
+                idle = await connection.scalar(text("SHOW idle_in_transaction_session_timeout"))
+                return str(statement), str(idle)
+
+        requests = client.portal.call(shown, database.engine)  # type: ignore[union-attr]
+        exports = client.portal.call(shown, database.export_engine)  # type: ignore[union-attr]
+    # Requests are index lookups; an export chunk is one COPY, and a snapshot
+    # never idles past the export's own limit (plus a minute).
+    assert requests == ("15s", "30s")
+    assert exports == ("5min", "3min")
+
+
+def test_an_unreachable_rate_limit_store_is_503_with_retry_after_not_a_free_pass(
+    db_url: str,
+) -> None:
+    insert_user(db_url, "admin@example.com", is_admin=True)
+    key = {"X-API-Key": create_api_key(db_url, ["users:export_full"])[1]}
+    # Nothing listens on port 1: Redis refuses at once, as when it is down.
+    settings = _settings(db_url, rate_limit_storage="redis://127.0.0.1:1/0")
+    with TestClient(create_app(settings)) as client:
+        for response in (
+            client.get("/api/v1/users/export-full", headers=key),
+            client.post(
+                "/api/v1/auth/login",
+                data={"username": "admin@example.com", "password": BULK_PASSWORD},
+            ),
+        ):
+            assert response.status_code == 503
+            assert response.json() == {"detail": "Rate limit store unavailable"}
+            assert response.headers["Retry-After"] == "5"
+        # Everything that is not limited still answers.
+        assert client.get("/api/v1/health/ready").status_code == 200

@@ -9,68 +9,24 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 
 import httpx
 
+from tests.conftest import served_process
 from tests.data import create_api_key, insert_users
 
-REVIEWPOINT = str(Path(sys.executable).parent / "reviewpoint")
 REDIS_URL = os.environ.get("REVIEWPOINT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 EXPORT_FULL = "/api/v1/users/export-full"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def _serve(db_url: str, prefix: str, log: Path, **settings: str) -> Iterator[str]:
-    port = _free_port()
-    env = {
-        **os.environ,
-        "REVIEWPOINT_ENV": "test",
-        "REVIEWPOINT_DB_URL": db_url,
-        "REVIEWPOINT_LOG_LEVEL": "warning",
-        "REVIEWPOINT_RATE_LIMIT_STORAGE": REDIS_URL,
-        "REVIEWPOINT_RATE_LIMIT_PREFIX": prefix,
-        **{f"REVIEWPOINT_{name.upper()}": value for name, value in settings.items()},
-    }
-    process = subprocess.Popen(
-        [REVIEWPOINT, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("ab"),
+def _serve(db_url: str, prefix: str, log: Path, **settings: str) -> AbstractContextManager[str]:
+    return served_process(
+        db_url, log, rate_limit_storage=REDIS_URL, rate_limit_prefix=prefix, **settings
     )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start: {log.read_text()}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _status(url: str, headers: dict[str, str]) -> int:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
+from pathlib import Path
 
 import httpx
 from fastapi.testclient import TestClient
@@ -11,7 +13,7 @@ from fastapi.testclient import TestClient
 from reviewpoint import security
 from reviewpoint.config import Settings, load_settings
 from reviewpoint.main import create_app
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, served_process
 from tests.data import BULK_PASSWORD, create_api_key, insert_user, insert_users
 
 LOGIN = "/api/v1/auth/login"
@@ -64,15 +66,16 @@ def test_an_account_is_limited_across_addresses(db_url: str) -> None:
             assert _attempt(second, "other@example.com", BULK_PASSWORD).status_code == 200
 
 
-def test_a_login_flood_does_not_delay_health_or_exports(db_url: str) -> None:
+def test_a_login_flood_does_not_delay_health_or_exports(db_url: str, tmp_path: Path) -> None:
     insert_users(db_url, [(f"u{i}@example.com", f"U {i}") for i in range(200)])
     key = {"X-API-Key": create_api_key(db_url, ["users:export_full"])[1]}
-    settings = _settings(db_url, login_rate_limit="10000/minute")
 
     async def flood(base: str) -> tuple[list[int], list[float], list[float]]:
         async with httpx.AsyncClient(base_url=base, timeout=60) as client:
 
             async def bad_login(i: int) -> int:
+                # Four waves keep the hashing threads busy for seconds.
+                await asyncio.sleep(0.3 * (i // 15))
                 response = await client.post(
                     LOGIN, data={"username": f"u{i}@example.com", "password": "nope-nope"}
                 )
@@ -82,7 +85,7 @@ def test_a_login_flood_does_not_delay_health_or_exports(db_url: str) -> None:
 
             async def timed(path: str, headers: dict[str, str], times: int) -> list[float]:
                 took = []
-                await asyncio.sleep(0.1)  # let the flood start
+                await asyncio.sleep(0.15)  # inside the flood, after its first wave
                 for _ in range(times):
                     started = time.perf_counter()
                     response = await client.get(path, headers=headers)
@@ -99,11 +102,33 @@ def test_a_login_flood_does_not_delay_health_or_exports(db_url: str) -> None:
             *statuses, health, exports = results
             return statuses, health, exports  # type: ignore[return-value]
 
-    with LiveServer(settings) as server:
-        statuses, health, exports = asyncio.run(flood(server.url))
+    with served_process(db_url, tmp_path / "server.log", login_rate_limit="10000/minute") as url:
+        statuses, health, exports = asyncio.run(flood(url))
     assert set(statuses) <= {401, 429}, statuses
     assert statuses.count(401) >= security.HASH_THREADS
-    # More checks waited than the hashing queue holds: the rest were refused at once.
-    assert statuses.count(429) >= 60 - (security.HASH_THREADS + security.HASH_QUEUE) - 5
-    assert max(health) < 0.25, health
+    # Argon2 on the event loop would stall every probe for seconds; off it, a probe
+    # waits only for CPU on this 2-core machine (`make loadtest` holds the p99 target).
+    assert statistics.median(health) < 0.1, health
+    assert max(health) < 0.5, health
     assert max(exports) < 1.0, exports
+
+
+def test_password_checks_beyond_the_hashing_queue_are_refused_at_once(db_url: str) -> None:
+    settings = _settings(db_url, login_rate_limit="10000/minute")
+
+    async def burst(base: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+            form = {"username": "nobody@example.com", "password": "nope-nope"}
+            return await asyncio.gather(*(client.post(LOGIN, data=form) for _ in range(60)))
+
+    with LiveServer(settings) as server:
+        responses = asyncio.run(burst(server.url))
+    refused = [response for response in responses if response.status_code == 429]
+    checked = [response for response in responses if response.status_code == 401]
+    assert len(refused) + len(checked) == 60
+    # At most the threads and the queue hold checks at once (a few more finish and
+    # free places while the burst still arrives); the rest are refused, not queued.
+    assert len(checked) <= security.HASH_THREADS + security.HASH_QUEUE + 5, len(checked)
+    for response in refused:
+        assert response.headers["Retry-After"] == "1"
+        assert response.json() == {"detail": "Too many password checks in progress; retry shortly"}
