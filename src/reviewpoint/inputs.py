@@ -70,5 +70,9 @@ def _nul_errors(scope: Scope) -> list[dict[str, object]]:
     for name, value in parse_qsl(query, keep_blank_values=True):
         if "\x00" in name or "\x00" in value:
             failed.append(["query", name])
-    message = f"Value error, {NUL_MESSAGE}"  # pydantic's wording for the same error in a body
-    return [{"loc": loc, "msg": message, "type": "value_error"} for loc in failed]
+    return [nul_error(loc) for loc in failed]
+
+
+def nul_error(loc: list[str]) -> dict[str, object]:
+    """The 422 item for a NUL at `loc`, worded as pydantic words it in a JSON body."""
+    return {"loc": loc, "msg": f"Value error, {NUL_MESSAGE}", "type": "value_error"}

@@ -139,7 +139,7 @@ def test_login_with_nul_in_a_field_is_422_naming_it(
     [error] = response.json()["detail"]
     assert error == {
         "loc": ["body", field],
-        "msg": "must not contain NUL characters",
+        "msg": "Value error, must not contain NUL characters",
         "type": "value_error",
     }
 

@@ -14,6 +14,7 @@ from reviewpoint.auth.schemas import Token
 from reviewpoint.config import AppSettings, JwtSecret
 from reviewpoint.db import DatabaseDep
 from reviewpoint.errors import NotAuthenticated
+from reviewpoint.inputs import nul_error
 from reviewpoint.users import service as users
 from reviewpoint.users.schemas import UserPublic
 
@@ -21,18 +22,10 @@ router = APIRouter(prefix="/api/v1/auth", tags=["Auth"])
 
 
 def _refuse_nul(form: OAuth2PasswordRequestForm) -> None:
-    # Neither database can compare text holding NUL (PostgreSQL refuses it).
-    for field in ("username", "password"):
-        if "\x00" in getattr(form, field):
-            raise RequestValidationError(
-                [
-                    {
-                        "loc": ("body", field),
-                        "msg": "must not contain NUL characters",
-                        "type": "value_error",
-                    }
-                ]
-            )
+    # The form is not a pydantic model (InputModel): the same rule, checked here.
+    failed = [field for field in ("username", "password") if "\x00" in getattr(form, field)]
+    if failed:
+        raise RequestValidationError([nul_error(["body", field]) for field in failed])
 
 
 @router.post(
