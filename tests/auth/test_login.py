@@ -25,14 +25,20 @@ def _secret(settings: Settings) -> str:
     return settings.jwt_secret_key.get_secret_value()
 
 
-def _last_login_at(db_url: str, user_id: int) -> datetime | None:
-    async def run() -> datetime | None:
+def _login_times(db_url: str, user_id: int) -> tuple[datetime | None, datetime]:
+    """The user's `last_login_at` and `updated_at`."""
+
+    async def run() -> tuple[datetime | None, datetime]:
         async with standalone_session(db_url) as session:
             user = await session.get(User, user_id)
             assert user is not None
-            return user.last_login_at
+            return user.last_login_at, user.updated_at
 
     return asyncio.run(run())
+
+
+def _last_login_at(db_url: str, user_id: int) -> datetime | None:
+    return _login_times(db_url, user_id)[0]
 
 
 def _form(email: str, password: str = BULK_PASSWORD) -> dict[str, str]:
@@ -153,6 +159,15 @@ def test_login_sets_last_login_at(client: TestClient, db_url: str) -> None:
     last_login_at = _last_login_at(db_url, user_id)
     assert last_login_at is not None
     assert before <= last_login_at <= after
+
+
+def test_login_is_not_a_change_to_the_account(client: TestClient, db_url: str) -> None:
+    user_id = insert_user(db_url, "user@example.com")
+    _, updated_before = _login_times(db_url, user_id)
+    login(client, "user@example.com", BULK_PASSWORD)
+    last_login_at, updated_after = _login_times(db_url, user_id)
+    assert last_login_at is not None
+    assert updated_after == updated_before
 
 
 def test_failed_login_leaves_last_login_at_unset(client: TestClient, db_url: str) -> None:
