@@ -129,13 +129,6 @@ class Settings(BaseSettings):
                 "REVIEWPOINT_JWT_SECRET_KEY must be set to a random string of at least "
                 f"{MIN_PROD_SECRET_LENGTH} characters unless REVIEWPOINT_ENV is dev or test"
             )
-        if self.db_pool_size - self.export_slots * self.connections_per_export < 2:
-            raise ValueError(
-                f"REVIEWPOINT_DB_POOL_SIZE={self.db_pool_size} leaves fewer than 2 connections "
-                f"for requests once {self.export_slots} export(s) hold "
-                f"{self.connections_per_export} each: raise it, or lower "
-                "REVIEWPOINT_EXPORT_MAX_CONCURRENT or REVIEWPOINT_EXPORT_CONNECTIONS"
-            )
         if self.features is not None:
             from reviewpoint.features import FEATURES
 
@@ -145,6 +138,17 @@ class Settings(BaseSettings):
                     f"REVIEWPOINT_FEATURES names unknown feature(s) {', '.join(unknown)}; "
                     f"known: {', '.join(FEATURES)}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _requests_keep_connections(self) -> Settings:
+        if self.db_pool_size - self.export_slots * self.connections_per_export < 2:
+            raise ValueError(
+                f"REVIEWPOINT_DB_POOL_SIZE={self.db_pool_size} leaves fewer than 2 connections "
+                f"for requests once {self.export_slots} export(s) hold "
+                f"{self.connections_per_export} each: raise it, or lower "
+                "REVIEWPOINT_EXPORT_MAX_CONCURRENT or REVIEWPOINT_EXPORT_CONNECTIONS"
+            )
         return self
 
     @property

@@ -16,6 +16,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 log = logging.getLogger("reviewpoint.errors")
+# Seconds a client is asked to wait when the pool or the database is busy.
+BUSY_RETRY_AFTER = 2
 
 
 class AppError(Exception):
@@ -62,31 +64,21 @@ class Conflict(AppError):
     status_code = 409
 
 
-class TooManyRequests(AppError):
-    status_code = 429
+class RetryLater(AppError):
+    """A refusal the client should retry: it always says when, in `Retry-After`."""
 
     def __init__(
         self, detail: str, *, retry_after: int, headers: Mapping[str, str] | None = None
     ) -> None:
         super().__init__(detail, headers={**(headers or {}), "Retry-After": str(retry_after)})
-        self.retry_after = retry_after
 
 
-class ServiceUnavailable(AppError):
+class TooManyRequests(RetryLater):
+    status_code = 429
+
+
+class ServiceUnavailable(RetryLater):
     status_code = 503
-
-    def __init__(
-        self,
-        detail: str,
-        *,
-        retry_after: int | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        extra = dict(headers or {})
-        if retry_after is not None:
-            extra["Retry-After"] = str(retry_after)
-        super().__init__(detail, headers=extra)
-        self.retry_after = retry_after
 
 
 class AdmissionStoreUnavailable(ServiceUnavailable):
@@ -142,11 +134,8 @@ async def _render_database_down(request: Request, exc: Exception) -> JSONRespons
     # A lost or refused database connection is the operator's problem, not the
     # client's: say so with 503 so load balancers and clients retry later.
     log.error("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
-    return JSONResponse(
-        {"detail": "Database unavailable"},
-        status_code=503,
-        headers={"Retry-After": str(BUSY_RETRY_AFTER)},
-    )
+    busy = ServiceUnavailable("Database unavailable", retry_after=BUSY_RETRY_AFTER)
+    return await _render_app_error(request, busy)
 
 
 # SQLSTATE classes that mean "the database cannot serve us right now" rather than
@@ -191,18 +180,13 @@ async def _render_database_error(request: Request, exc: Exception) -> JSONRespon
     return await _render_unexpected(request, exc)
 
 
-# Seconds a client is asked to wait when the pool or the database is busy.
-BUSY_RETRY_AFTER = 2
-
-
 async def _render_pool_exhausted(request: Request, exc: Exception) -> JSONResponse:
     # Every pooled connection stayed busy for the pool timeout: overload, not a bug.
     log.warning("no database connection free on %s %s", request.method, request.url.path)
-    return JSONResponse(
-        {"detail": "Server busy: no database connection free; retry shortly"},
-        status_code=503,
-        headers={"Retry-After": str(BUSY_RETRY_AFTER)},
+    busy = ServiceUnavailable(
+        "Server busy: no database connection free; retry shortly", retry_after=BUSY_RETRY_AFTER
     )
+    return await _render_app_error(request, busy)
 
 
 async def _render_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -37,7 +37,9 @@ def test_headers_of_one_error_do_not_leak_into_the_next() -> None:
     TooManyRequests("Too many concurrent exports", retry_after=7)
     later = TooManyRequests("Too many concurrent exports", retry_after=2)
     assert later.response_headers() == {"Retry-After": "2"}
-    assert ServiceUnavailable("Database unavailable").response_headers() == {}
+    assert ServiceUnavailable("Database unavailable", retry_after=5).response_headers() == {
+        "Retry-After": "5"
+    }
 
 
 def test_class_headers_still_apply_with_instance_headers() -> None:

@@ -52,10 +52,11 @@ async def login(
     _refuse_nul(form)
     address = request.client.host if request.client else "unknown"
     budget = await admission.admit_login(address=address, account=form.username.lower())
-    response.headers.update(budget.headers())
+    budget_headers = budget.headers()  # on the 401 as on the token
+    response.headers.update(budget_headers)
     user = await users.authenticate(database, email=form.username, password=form.password)
     if user is None:
-        raise NotAuthenticated("Incorrect email or password", headers=budget.headers())
+        raise NotAuthenticated("Incorrect email or password", headers=budget_headers)
     token = security.create_access_token(
         subject=str(user.id),
         secret=jwt_secret,
