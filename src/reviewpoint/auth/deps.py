@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 
 from reviewpoint import features, security
@@ -69,6 +69,9 @@ class ExportPrincipal:
     kind: Literal["api_key", "user"]
     id: int
     label: str
+    # The user's email or the key's name, and the key's prefix (never its secret).
+    name: str
+    key_prefix: str | None = None
 
     @property
     def key(self) -> str:
@@ -86,22 +89,38 @@ def require_scope(scope: str) -> Callable[..., Awaitable[ExportPrincipal]]:
     """
 
     async def principal(
-        database: DatabaseDep, jwt_secret: JwtSecret, api_key: ApiKeySecret, token: BearerToken
+        request: Request,
+        database: DatabaseDep,
+        jwt_secret: JwtSecret,
+        api_key: ApiKeySecret,
+        token: BearerToken,
     ) -> ExportPrincipal:
         if api_key:
             async with database.transaction(read_only=True) as session:
                 key = await api_keys.find_live(session, secret=api_key)
             if key is None:
                 raise NotAuthenticated("Invalid, expired or revoked API key")
+            caller = ExportPrincipal(
+                kind="api_key",
+                id=key.id,
+                label=f"{key.name} ({key.prefix})",
+                name=key.name,
+                key_prefix=key.prefix,
+            )
+            # Kept on the request before the scope check, so the audit trail
+            # names a caller it refuses (exports/attempt.py).
+            request.state.principal = caller
             if not api_keys.grants(key.scope_list, scope):
                 raise NotPermitted(f"API key lacks the '{scope}' scope")
             api_keys.record_use(database, key)
-            return ExportPrincipal(kind="api_key", id=key.id, label=f"{key.name} ({key.prefix})")
+            return caller
         if token:
             user = await _user_from_token(database, jwt_secret, token)
+            caller = ExportPrincipal(kind="user", id=user.id, label=user.email, name=user.email)
+            request.state.principal = caller
             if not user.is_admin:
                 raise NotPermitted("Administrator privileges required")
-            return ExportPrincipal(kind="user", id=user.id, label=user.email)
+            return caller
         raise NotAuthenticated("Not authenticated: send an X-API-Key or a Bearer token")
 
     return principal

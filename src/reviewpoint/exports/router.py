@@ -12,6 +12,7 @@ from reviewpoint.auth.deps import ExportPrincipal, require_feature, require_scop
 from reviewpoint.config import AppSettings, Settings
 from reviewpoint.db import Database, DatabaseDep
 from reviewpoint.errors import BadRequest
+from reviewpoint.exports.attempt import ExportAttempt, TrackedExport, track_export
 from reviewpoint.exports.encoders import FULL, MINIMAL, ExportSpec
 from reviewpoint.exports.stream import CsvStreamingResponse, open_export
 
@@ -40,7 +41,9 @@ async def _csv_response(
     *,
     email: str | None,
     principal: ExportPrincipal,
+    attempt: ExportAttempt,
 ) -> CsvStreamingResponse:
+    attempt.principal = principal
     slots, budget = await admission.admit_export(principal.key)
     body = await open_export(
         database.export_engine,
@@ -48,7 +51,7 @@ async def _csv_response(
         email=email,
         chunk_rows=settings.export_chunk_rows,
         connections=settings.export_connections,
-        audit=principal.label,
+        attempt=attempt,
         admission=slots,
     )
     return CsvStreamingResponse(
@@ -87,9 +90,14 @@ class ExportSimpleResponse(BaseModel):
         400: {"description": "Unsupported format"},
         **_EXPORT_ERRORS,
     },
-    dependencies=[Depends(require_feature("users:export"))],
+    # track_export first: it must see every refusal the others raise.
+    dependencies=[
+        Depends(track_export, scope="function"),
+        Depends(require_feature("users:export")),
+    ],
 )
 async def export_users_csv(
+    attempt: TrackedExport,
     database: DatabaseDep,
     admission: AdmissionDep,
     settings: AppSettings,
@@ -100,7 +108,7 @@ async def export_users_csv(
     if format.lower() != "csv":
         raise BadRequest("Unsupported format. Only 'csv' is supported.")
     return await _csv_response(
-        database, admission, settings, MINIMAL, email=email, principal=principal
+        database, admission, settings, MINIMAL, email=email, principal=principal, attempt=attempt
     )
 
 
@@ -123,15 +131,21 @@ async def export_users_csv(
         ),
         **_EXPORT_ERRORS,
     },
-    dependencies=[Depends(require_feature("users:export_full"))],
+    dependencies=[
+        Depends(track_export, scope="function"),
+        Depends(require_feature("users:export_full")),
+    ],
 )
 async def export_users_full_csv(
+    attempt: TrackedExport,
     database: DatabaseDep,
     admission: AdmissionDep,
     settings: AppSettings,
     principal: Annotated[ExportPrincipal, Depends(require_scope("users:export_full"))],
 ) -> CsvStreamingResponse:
-    return await _csv_response(database, admission, settings, FULL, email=None, principal=principal)
+    return await _csv_response(
+        database, admission, settings, FULL, email=None, principal=principal, attempt=attempt
+    )
 
 
 @router.get(

@@ -26,6 +26,7 @@ from starlette.types import Send
 
 from reviewpoint.db import shared_snapshot
 from reviewpoint.errors import BUSY_RETRY_AFTER, ServiceUnavailable, is_database_unavailable
+from reviewpoint.exports.attempt import ExportAttempt, Outcome
 from reviewpoint.exports.encoders import CsvEncoder, ExportSpec
 from reviewpoint.exports.pipeline import ChunkPipeline
 from reviewpoint.exports.query import Chunk, ChunkReader, PostgresChunks, SqliteChunks
@@ -81,21 +82,24 @@ class CsvStreamingResponse(StreamingResponse):
                 async for chunk in self.body_iterator:
                     assert isinstance(chunk, bytes)
                     if not await self._send_in_pieces(send, chunk):
-                        log.warning(
-                            "export aborted: the client accepted no data for %g s",
-                            self.send_timeout,
+                        self._body.cut_off(
+                            f"the client accepted no data for {self.send_timeout:g} s"
                         )
                         return
             if whole.cancelled_caught:
-                log.warning("export aborted: it ran past %g s", self.max_seconds)
+                self._body.cut_off(f"the export ran past {self.max_seconds:g} s")
                 return
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             # However sending ended (done, cut off, the client gone, even before
             # the first byte), close the body now so the snapshot and slots end.
-            assert isinstance(self.body_iterator, ExportBody)
             with anyio.CancelScope(shield=True):
-                await self.body_iterator.aclose()
+                await self._body.aclose()
+
+    @property
+    def _body(self) -> ExportBody:
+        assert isinstance(self.body_iterator, ExportBody)
+        return self.body_iterator
 
     async def _send_in_pieces(self, send: Send, chunk: bytes) -> bool:
         """Send one chunk; False if the client stalled past the send timeout."""
@@ -106,16 +110,21 @@ class CsvStreamingResponse(StreamingResponse):
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
             if stalled.cancelled_caught:
                 return False
+            self._body.attempt.bytes += len(piece)
         return True
 
 
 class _Export:
     """What a running export holds, released in one place however it ends."""
 
-    def __init__(self) -> None:
+    def __init__(self, attempt: ExportAttempt) -> None:
+        self.attempt = attempt
         self.stack = AsyncExitStack()
         self.connections: list[AsyncConnection] = []
         self.failed = False
+        # How the body ended, once it has; None while streaming.
+        self.outcome: Outcome | None = None
+        self.detail: str | None = None
 
     async def _discard_if_failed(self) -> None:
         # After a failure a connection's state is unknown (a server that went away
@@ -153,7 +162,7 @@ async def open_export(
     email: str | None,
     chunk_rows: int,
     connections: int,
-    audit: str,
+    attempt: ExportAttempt,
     admission: AsyncExitStack,
 ) -> ExportBody:
     """Start an export and return its body; raises 503 if the database cannot serve.
@@ -162,7 +171,7 @@ async def open_export(
     is a single small chunk and uses one. The export owns `admission` (its
     slots under the concurrency caps) and frees it last, however it ends.
     """
-    export = _Export()
+    export = _Export(attempt)
     export.stack.push_async_callback(admission.aclose)
     try:
         snapshots = await export.open(engine, connections if email is None else 1)
@@ -185,8 +194,15 @@ async def open_export(
                     retry_after=BUSY_RETRY_AFTER,
                 ) from None
         raise
-    log.info("export %s started by %s", spec.filename, audit)
-    return ExportBody(export, _body(export, pipeline, spec, first, audit=audit), spec)
+    await attempt.start_streaming()
+    log.info("export %s started by %s", spec.filename, _who(attempt))
+    return ExportBody(export, _body(export, pipeline, spec, first), spec)
+
+
+def _who(attempt: ExportAttempt) -> str:
+    """The caller and the audit record, for log lines that tie back to the trail."""
+    who = attempt.principal.label if attempt.principal else "?"
+    return f"{who} (audit {attempt.audit_id})" if attempt.audit_id is not None else who
 
 
 class ExportBody:
@@ -202,12 +218,23 @@ class ExportBody:
         self._chunks = chunks
         self._spec = spec
 
+    @property
+    def attempt(self) -> ExportAttempt:
+        return self._export.attempt
+
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks
+
+    def cut_off(self, reason: str) -> None:
+        """Sending stopped on the server's side (a stalled client, the time limit)."""
+        log.warning("export %s aborted: %s", self._spec.filename, reason)
+        self._export.outcome, self._export.detail = "aborted", reason
 
     async def aclose(self) -> None:
         await self._chunks.aclose()
         await self._export.release(self._spec)  # a no-op once the body has released it
+        # Still no outcome: the body was closed early, so the client went away.
+        await self.attempt.finish(self._export.outcome or "aborted", detail=self._export.detail)
 
 
 async def _reader(
@@ -223,35 +250,34 @@ async def _body(
     pipeline: ChunkPipeline,
     spec: ExportSpec,
     chunk: Chunk | None,
-    *,
-    audit: str,
 ) -> AsyncGenerator[bytes]:
     started = time.perf_counter()
-    rows = 0
-    outcome = "aborted"
+    attempt = export.attempt
     try:
         yield CsvEncoder(spec).header()
         while chunk is not None:
-            rows += chunk.rows
+            attempt.rows += chunk.rows
             yield chunk.body
             # A client hanging up cancels this task, but `send` does not await
             # once the client is gone and a chunk read ahead is returned at once:
             # take the cancellation here, or the export would run on.
             await anyio.lowlevel.checkpoint_if_cancelled()
             chunk = await pipeline.next()
-        outcome = "completed"
-    except Exception:
-        outcome = "failed"
+        export.outcome = export.outcome or "completed"
+    except Exception as error:
+        export.outcome, export.detail = "failed", f"database error: {type(error).__name__}"
         export.failed = True
-        log.exception("export %s failed after %d rows; response aborted", spec.filename, rows)
+        log.exception(
+            "export %s failed after %d rows; response aborted", spec.filename, attempt.rows
+        )
         raise
     finally:
         await export.release(spec)
         log.info(
             "export %s %s by %s: %d rows in %.2fs",
             spec.filename,
-            outcome,
-            audit,
-            rows,
+            export.outcome or "aborted",
+            _who(attempt),
+            attempt.rows,
             time.perf_counter() - started,
         )
