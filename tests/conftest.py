@@ -148,9 +148,17 @@ class LiveServer:
 
 
 @contextmanager
-def served_process(db_url: str, log: Path, **settings: str) -> Iterator[str]:
+def served_process(
+    db_url: str,
+    log: Path,
+    *,
+    workers: int = 1,
+    environment: dict[str, str] | None = None,
+    **settings: str,
+) -> Iterator[str]:
     """`reviewpoint serve` as its own process on 127.0.0.1 (no GIL shared with the
-    test's client); yields its base URL. `settings` become REVIEWPOINT_* variables."""
+    test's client); yields its base URL. `settings` become REVIEWPOINT_* variables,
+    `environment` other variables. Its stdout and stderr go to `log`."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -160,10 +168,12 @@ def served_process(db_url: str, log: Path, **settings: str) -> Iterator[str]:
         "REVIEWPOINT_DB_URL": db_url,
         "REVIEWPOINT_LOG_LEVEL": "warning",
         **{f"REVIEWPOINT_{name.upper()}": value for name, value in settings.items()},
+        **(environment or {}),
     }
     command = [REVIEWPOINT, "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("ab") as stderr:
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    command += ["--workers", str(workers)]
+    with log.open("ab") as output:
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=output)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20

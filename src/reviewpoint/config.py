@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_PROD_SECRET_LENGTH = 32
+MIN_METRICS_TOKEN_LENGTH = 16
 # Secrets once shipped in this code (a token forged with one exported every user):
 # refused in every environment, in case one was copied into a `.env`.
 PUBLISHED_JWT_SECRETS = frozenset({"reviewpoint-dev-secret-do-not-use-in-production"})
@@ -34,6 +35,23 @@ class Settings(BaseSettings):
     jwt_secret_key: SecretStr | None = None
     access_token_expire_minutes: int = Field(default=30, gt=0, le=60 * 24 * 30)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # JSON lines for log collectors (suggested in prod), text for people reading a terminal.
+    log_format: Literal["text", "json"] = "text"
+    # Prometheus metrics at /metrics; off: no route (404) and nothing collected.
+    metrics: bool = True
+    # When set, /metrics wants `Authorization: Bearer <token>`; unset, it is open
+    # and meant to be reachable only from the monitoring network.
+    metrics_token: SecretStr | None = None
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _long_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_METRICS_TOKEN_LENGTH:
+            raise ValueError(
+                f"must be a random string of at least {MIN_METRICS_TOKEN_LENGTH} characters"
+            )
+        return value
+
     # Rows per database round trip in an export: large enough that per-chunk
     # overhead vanishes, small enough that a chunk stays a few MB.
     export_chunk_rows: int = Field(default=10_000, ge=1, le=1_000_000)

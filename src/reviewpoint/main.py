@@ -20,7 +20,12 @@ from reviewpoint.errors import install_error_handlers
 from reviewpoint.exports.router import router as exports_router
 from reviewpoint.health import router as health_router
 from reviewpoint.inputs import NulGuardMiddleware
-from reviewpoint.request_id import RequestIdMiddleware, configure_logging
+from reviewpoint.logs import configure_logging
+from reviewpoint.metrics.middleware import RequestMetricsMiddleware
+from reviewpoint.metrics.observer import ExportMetrics
+from reviewpoint.metrics.registry import Metrics
+from reviewpoint.metrics.router import router as metrics_router
+from reviewpoint.request_id import RequestIdMiddleware
 from reviewpoint.users.router import router as users_router
 
 
@@ -28,13 +33,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; with no settings, read them from the environment (uvicorn's factory)."""
     settings = settings or load_settings()
     jwt_secret = signing_secret(settings)  # before anything else: no key, no app
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    metrics = Metrics() if settings.metrics else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = Database(settings)
         app.state.database = database
-        app.state.admission = Admission(settings)
+        app.state.admission = Admission(
+            settings, on_refusal=metrics.rejected if metrics is not None else None
+        )
+        # Told how every export call ends (exports/attempt.py).
+        app.state.export_observers = [ExportMetrics(metrics)] if metrics is not None else []
         try:
             yield
         finally:
@@ -50,12 +60,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.jwt_secret = jwt_secret
+    app.state.metrics = metrics
     # The last added runs first: no-store and request ids also mark the 413s and
     # 422s the two guards answer before any route or credential check.
     app.add_middleware(NulGuardMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(NoStoreMiddleware)
+    if metrics is not None:
+        # Outermost: it counts the statuses clients get, RequestIdMiddleware's 500s too.
+        app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+        app.include_router(metrics_router)
     install_error_handlers(app)
     # Exports first: their fixed paths must win over /users/{id}.
     for router in (health_router, auth_router, exports_router, users_router, api_keys_router):

@@ -14,7 +14,9 @@ HEADER = "X-Request-ID"
 # Accept a caller's id only if it is short and plain, so it cannot forge log lines.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
-current_request_id: ContextVar[str] = ContextVar("request_id", default="-")
+# What log lines show outside a request (start-up, shutdown, background work).
+NO_REQUEST = "-"
+current_request_id: ContextVar[str] = ContextVar("request_id", default=NO_REQUEST)
 log = logging.getLogger("reviewpoint.errors")
 
 
@@ -62,18 +64,8 @@ class RequestIdMiddleware:
 
 
 class RequestIdFilter(logging.Filter):
+    """Stamps each record with the request it was written for (logs.py prints it)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = current_request_id.get()
         return True
-
-
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler()
-    handler.addFilter(RequestIdFilter())
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
-    )
-    root = logging.getLogger("reviewpoint")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False

@@ -10,13 +10,16 @@ at once with 429 and `Retry-After` rather than queueing:
 3. the credential's rate budget (`REVIEWPOINT_EXPORT_RATE_LIMIT`).
 
 What an export is admitted to is held in an `AsyncExitStack` that the export
-owns and closes when its body ends.
+owns and closes when its body ends. Every refusal is also reported to
+`on_refusal` (the metrics), by kind: a `rate` budget spent, or a `concurrency`
+cap full (the login route reports its own: too many password checks at once).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AsyncExitStack
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 
@@ -28,9 +31,17 @@ from reviewpoint.errors import TooManyRequests
 # Seconds a refused export is asked to wait: slots free as fast as exports end.
 SLOT_RETRY_AFTER = 1
 
+RefusalKind = Literal["rate", "concurrency"]
+RefusedAction = Literal["export", "login"]
+RefusalObserver = Callable[[RefusalKind, RefusedAction], None]
+
+
+def _ignore_refusal(kind: RefusalKind, action: RefusedAction) -> None:
+    pass
+
 
 class Admission:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, on_refusal: RefusalObserver | None = None) -> None:
         prefix = settings.rate_limit_prefix
         self.rate_limiter = RateLimiter(settings.rate_limit_storage, key_prefix=f"{prefix}:limits")
         self.leases = ConcurrencyLimiter(settings.rate_limit_storage, key_prefix=f"{prefix}:leases")
@@ -39,6 +50,7 @@ class Admission:
         self.export_slots = settings.export_slots
         self.per_credential = settings.export_max_concurrent_per_credential
         self.exports_running = 0
+        self.on_refusal = on_refusal or _ignore_refusal
 
     async def admit_export(self, credential: str) -> tuple[AsyncExitStack, Decision]:
         """Admit one export of `credential`, or raise 429; the stack holds its place.
@@ -50,7 +62,9 @@ class Admission:
         held = AsyncExitStack()
         try:
             if self.exports_running >= self.export_slots:
-                raise TooManyRequests(
+                raise self._refuse(
+                    "concurrency",
+                    "export",
                     f"This server already runs {self.export_slots} exports; retry shortly",
                     retry_after=SLOT_RETRY_AFTER,
                 )
@@ -59,14 +73,18 @@ class Admission:
             if not await held.enter_async_context(
                 self.leases.acquire(credential, self.per_credential)
             ):
-                raise TooManyRequests(
+                raise self._refuse(
+                    "concurrency",
+                    "export",
                     f"This credential already runs {self.per_credential} exports; "
                     "retry when one finishes",
                     retry_after=SLOT_RETRY_AFTER,
                 )
             budget = await self.rate_limiter.hit(self.export_policy, credential)
             if not budget.allowed:
-                raise TooManyRequests(
+                raise self._refuse(
+                    "rate",
+                    "export",
                     f"Export rate limit reached ({self.export_policy.item}); retry later",
                     retry_after=budget.reset_after,
                     headers=budget.headers(),
@@ -75,6 +93,18 @@ class Admission:
             await held.aclose()
             raise
         return held, budget
+
+    def _refuse(
+        self,
+        kind: RefusalKind,
+        action: RefusedAction,
+        detail: str,
+        *,
+        retry_after: int,
+        headers: dict[str, str] | None = None,
+    ) -> TooManyRequests:
+        self.on_refusal(kind, action)
+        return TooManyRequests(detail, retry_after=retry_after, headers=headers)
 
     def _free_slot(self) -> None:
         self.exports_running -= 1
@@ -85,7 +115,9 @@ class Admission:
         if decision.allowed:
             decision = await self.rate_limiter.hit(self.login_policy, "account", account)
         if not decision.allowed:
-            raise TooManyRequests(
+            raise self._refuse(
+                "rate",
+                "login",
                 "Too many login attempts; retry later",
                 retry_after=decision.reset_after,
                 headers=decision.headers(),

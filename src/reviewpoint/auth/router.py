@@ -54,7 +54,12 @@ async def login(
     budget = await admission.admit_login(address=address, account=form.username.lower())
     budget_headers = budget.headers()  # on the 401 as on the token
     response.headers.update(budget_headers)
-    user = await users.authenticate(database, email=form.username, password=form.password)
+    try:
+        user = await users.authenticate(database, email=form.username, password=form.password)
+    except security.PasswordWorkBusy:
+        # The process-wide cap on password checks (security.py), a concurrency refusal.
+        admission.on_refusal("concurrency", "login")
+        raise
     if user is None:
         raise NotAuthenticated("Incorrect email or password", headers=budget_headers)
     token = security.create_access_token(

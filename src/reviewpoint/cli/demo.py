@@ -29,6 +29,7 @@ from reviewpoint.cli.console import (
     without_password,
 )
 from reviewpoint.db import create_engine, standalone_session, utcnow
+from reviewpoint.logs import uvicorn_log_config
 from reviewpoint.main import create_app
 from reviewpoint.migrations import upgrade
 from reviewpoint.users import repository as users_repository
@@ -109,7 +110,11 @@ def demo(
         demo_settings = settings.model_copy(
             update={"env": "dev", "jwt_secret_key": SecretStr(jwt_secret)}
         )
-        config = uvicorn.Config(create_app(demo_settings), log_level=settings.log_level)
+        config = uvicorn.Config(
+            create_app(demo_settings),
+            log_level=settings.log_level,
+            log_config=uvicorn_log_config(settings.log_level, settings.log_format),
+        )
         server = uvicorn.Server(config)
         server.run(sockets=[sock])
         if not server.started:

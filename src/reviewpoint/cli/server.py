@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Annotated
 
@@ -10,10 +11,13 @@ import uvicorn
 
 from reviewpoint.cli.console import (
     current_settings,
-    err,
     one_line_errors,
 )
 from reviewpoint.config import signing_secret
+from reviewpoint.logs import configure_logging, uvicorn_log_config
+from reviewpoint.metrics.multiprocess import worker_metrics_directory
+
+log = logging.getLogger("reviewpoint.cli")
 
 
 @one_line_errors
@@ -24,20 +28,22 @@ def serve(
 ) -> None:
     """Serve the HTTP API (run `reviewpoint db upgrade` first)."""
     settings = current_settings()  # fail fast, in one line, before uvicorn starts workers
+    configure_logging(settings.log_level, settings.log_format)
     if settings.jwt_secret_key is None:
         # Refused unless env is dev or test. Workers are separate processes that
         # build their own app: they all read this one key from the environment.
         os.environ["REVIEWPOINT_JWT_SECRET_KEY"] = signing_secret(settings)
-        err.print(
-            "note: no REVIEWPOINT_JWT_SECRET_KEY: tokens are signed with a random key "
-            "and stop working when this server stops",
-            soft_wrap=True,
+        log.warning(
+            "no REVIEWPOINT_JWT_SECRET_KEY: tokens are signed with a random key "
+            "and stop working when this server stops"
         )
-    uvicorn.run(
-        "reviewpoint.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=settings.log_level,
-    )
+    with worker_metrics_directory(workers=workers, enabled=settings.metrics):
+        uvicorn.run(
+            "reviewpoint.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=settings.log_level,
+            log_config=uvicorn_log_config(settings.log_level, settings.log_format),
+        )

@@ -195,7 +195,7 @@ async def open_export(
                 ) from None
         raise
     await attempt.start_streaming()
-    log.info("export %s started by %s", spec.filename, _who(attempt))
+    log.info("export %s started by %s", spec.filename, _who(attempt), extra=_fields(attempt))
     return ExportBody(export, _body(export, pipeline, spec, first), spec)
 
 
@@ -203,6 +203,11 @@ def _who(attempt: ExportAttempt) -> str:
     """The caller and the audit record, for log lines that tie back to the trail."""
     who = attempt.principal.label if attempt.principal else "?"
     return f"{who} (audit {attempt.audit_id})" if attempt.audit_id is not None else who
+
+
+def _fields(attempt: ExportAttempt) -> dict[str, object]:
+    """The audit record as a field of JSON log lines (logs.py), once there is one."""
+    return {} if attempt.audit_id is None else {"audit_id": attempt.audit_id}
 
 
 class ExportBody:
@@ -227,7 +232,9 @@ class ExportBody:
 
     def cut_off(self, reason: str) -> None:
         """Sending stopped on the server's side (a stalled client, the time limit)."""
-        log.warning("export %s aborted: %s", self._spec.filename, reason)
+        log.warning(
+            "export %s aborted: %s", self._spec.filename, reason, extra=_fields(self.attempt)
+        )
         self._export.outcome, self._export.detail = "aborted", reason
 
     async def aclose(self) -> None:
@@ -268,7 +275,10 @@ async def _body(
         export.outcome, export.detail = "failed", f"database error: {type(error).__name__}"
         export.failed = True
         log.exception(
-            "export %s failed after %d rows; response aborted", spec.filename, attempt.rows
+            "export %s failed after %d rows; response aborted",
+            spec.filename,
+            attempt.rows,
+            extra=_fields(attempt),
         )
         raise
     finally:
@@ -280,4 +290,5 @@ async def _body(
             _who(attempt),
             attempt.rows,
             time.perf_counter() - started,
+            extra=_fields(attempt),
         )
