@@ -176,7 +176,8 @@ def served_process(
         process = subprocess.Popen(command, env=env, stdout=output, stderr=output)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
+        # Each worker is a new interpreter importing the app: slow on a busy machine.
+        deadline = time.monotonic() + 20 * workers
         while True:
             try:
                 if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:

@@ -6,6 +6,7 @@ run under a real uvicorn (`LiveServer`); the rest through the test client.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import uuid
@@ -20,7 +21,7 @@ from sqlalchemy.engine import make_url
 from reviewpoint.api_keys.schemas import Scope
 from reviewpoint.config import Settings, load_settings
 from reviewpoint.main import create_app
-from tests.conftest import BACKENDS, eventually, pg_execute
+from tests.conftest import BACKENDS, LiveServer, eventually, pg_execute
 from tests.data import BULK_PASSWORD, create_api_key, insert_user, insert_users, login
 from tests.exports.test_export_admission import _fill, _held_export, _server
 from tests.metrics.exposition import Series, label_values, parse, value
@@ -96,7 +97,12 @@ def test_metrics_are_prometheus_text_named_reviewpoint_with_zeroed_counters(
     }
     assert all(name.startswith("reviewpoint_") for name, _ in samples)
     # Alerts see these series before the first event: one per kind and action, at 0.
-    for kind, action in [("rate", "export"), ("concurrency", "export"), ("rate", "login")]:
+    for kind, action in [
+        ("rate", "export"),
+        ("concurrency", "export"),
+        ("rate", "login"),
+        ("concurrency", "login"),
+    ]:
         labels = frozenset({"kind": kind, "action": action}.items())
         assert ("reviewpoint_rejections_total", labels) in samples
     assert value(samples, "reviewpoint_audit_write_failures_total") == 0
@@ -331,6 +337,26 @@ def test_login_rate_limit_refusals_count_as_rate_rejections_of_logins(db_url: st
     assert _rejections(samples, "rate", "export") == 0
     assert _requests(samples, LOGIN, 401, method="POST") == 2
     assert _requests(samples, LOGIN, 429, method="POST") == 1
+
+
+def test_password_checks_refused_at_the_hashing_cap_count_as_concurrency_rejections(
+    db_url: str,
+) -> None:
+    settings = _settings(db_url, login_rate_limit="10000/minute")
+
+    async def burst(base: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+            form = {"username": "nobody@example.com", "password": "nope-nope"}
+            return await asyncio.gather(*(client.post(LOGIN, data=form) for _ in range(40)))
+
+    with LiveServer(settings) as server, httpx.Client(base_url=server.url) as client:
+        responses = asyncio.run(burst(server.url))
+        samples = _scrape(client)
+    refused = sum(response.status_code == 429 for response in responses)
+    assert refused > 0
+    assert _rejections(samples, "concurrency", "login") == refused
+    assert _rejections(samples, "rate", "login") == 0
+    assert _requests(samples, LOGIN, 429, method="POST") == refused
 
 
 def test_audit_write_failures_are_counted(client: TestClient) -> None:

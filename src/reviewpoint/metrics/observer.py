@@ -10,9 +10,9 @@ from __future__ import annotations
 from reviewpoint.exports.attempt import ExportAttempt
 from reviewpoint.metrics.registry import Metrics
 
-# Formats a label may name: what the export routes serve. Anything else a caller
-# typed into `format=` (refused with 400) is counted as "other", so callers cannot
-# add label values.
+# Formats a label may name: csv, and those exports/formats/ adds (keep in step).
+# Anything else a caller typed into `format=` (refused with 400) counts as
+# "other", so callers cannot add label values.
 FORMAT_LABELS = frozenset({"csv", "json", "ndjson", "xlsx"})
 
 
