@@ -10,7 +10,6 @@ import asyncio
 import re
 import secrets
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -72,12 +71,6 @@ def _exports(samples: dict[Series, float], outcome: str, endpoint: str = "export
 
 def _rejections(samples: dict[Series, float], kind: str, action: str) -> float:
     return value(samples, "reviewpoint_rejections_total", kind=kind, action=action)
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with _client(settings) as test_client:
-        yield test_client
 
 
 # --- the exposition ----------------------------------------------------------------
