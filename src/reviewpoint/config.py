@@ -10,6 +10,8 @@ from fastapi import Depends, Request
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from reviewpoint.features.catalog import FEATURES
+
 MIN_PROD_SECRET_LENGTH = 32
 # Secrets once shipped in this code (a token forged with one exported every user):
 # refused in every environment, in case one was copied into a `.env`.
@@ -85,7 +87,7 @@ class Settings(BaseSettings):
         Policy.parse("setting", value)
         return value
 
-    # Feature flags; see features.py for how these combine.
+    # Feature flags' defaults; see features/defaults.py for how these combine.
     features: Annotated[list[str] | None, NoDecode] = None
     feature_users: bool | None = None
     feature_users_export: bool | None = None
@@ -130,8 +132,6 @@ class Settings(BaseSettings):
                 f"{MIN_PROD_SECRET_LENGTH} characters unless REVIEWPOINT_ENV is dev or test"
             )
         if self.features is not None:
-            from reviewpoint.features import FEATURES
-
             unknown = [name for name in self.features if name not in FEATURES]
             if unknown:
                 raise ValueError(

@@ -14,11 +14,13 @@ from typing import Annotated, Literal
 from fastapi import Depends
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 
-from reviewpoint import features, security
+from reviewpoint import security
 from reviewpoint.api_keys import service as api_keys
 from reviewpoint.config import AppSettings, JwtSecret
 from reviewpoint.db import Database, DatabaseDep
 from reviewpoint.errors import FeatureDisabled, NotAuthenticated, NotPermitted
+from reviewpoint.features.catalog import FEATURES
+from reviewpoint.features.defaults import is_enabled
 from reviewpoint.users import repository as users
 from reviewpoint.users.models import User
 
@@ -113,11 +115,11 @@ def require_feature(name: str) -> Callable[[AppSettings], None]:
     Declared in the route's `dependencies`, which FastAPI resolves before any
     parameter, so a disabled feature is reported before credentials are checked.
     """
-    if name not in features.FEATURES:
+    if name not in FEATURES:
         raise KeyError(f"unknown feature {name!r}")
 
     def check(settings: AppSettings) -> None:
-        if not features.is_enabled(settings, name):
+        if not is_enabled(settings, name):
             raise FeatureDisabled(name)
 
     return check
