@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     feature_users_export_alive: bool | None = None
     feature_users_export_simple: bool | None = None
 
+    # Seconds between two reads of the admins' overrides in each worker: a change
+    # reaches every worker within this plus one query, without a query per request.
+    feature_refresh_seconds: float = Field(default=2.0, ge=0.1, le=60)
+
     @field_validator("features", mode="before")
     @classmethod
     def _split_features(cls, value: object) -> object:
