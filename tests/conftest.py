@@ -24,12 +24,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from reviewpoint.config import Settings, load_settings
@@ -195,6 +197,29 @@ def served_process(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def statements_sent(
+    app: Any, keep: Callable[[str], bool] = lambda _statement: True
+) -> Iterator[list[tuple[str, Any]]]:
+    """Each SQL statement `keep` accepts, with its parameters, that the app's two pools
+    send while the block runs."""
+    sent: list[tuple[str, Any]] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if keep(statement):
+            sent.append((statement, parameters))
+
+    database = app.state.database
+    engines = [database.engine.sync_engine, database.export_engine.sync_engine]
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield sent
+    finally:
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", note)
 
 
 def eventually(check: Callable[[], bool], *, seconds: float = 10.0) -> bool:

@@ -10,6 +10,8 @@ from fastapi import Depends, Request
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from reviewpoint.features.catalog import FEATURES
+
 MIN_PROD_SECRET_LENGTH = 32
 MIN_METRICS_TOKEN_LENGTH = 16
 # Secrets once shipped in this code (a token forged with one exported every user):
@@ -103,13 +105,17 @@ class Settings(BaseSettings):
         Policy.parse("setting", value)
         return value
 
-    # Feature flags; see features.py for how these combine.
+    # Feature flags' defaults; see features/defaults.py for how these combine.
     features: Annotated[list[str] | None, NoDecode] = None
     feature_users: bool | None = None
     feature_users_export: bool | None = None
     feature_users_export_full: bool | None = None
     feature_users_export_alive: bool | None = None
     feature_users_export_simple: bool | None = None
+
+    # Seconds between two reads of the admins' overrides in each worker: a change
+    # reaches every worker within this plus one query, without a query per request.
+    feature_refresh_seconds: float = Field(default=2.0, ge=0.1, le=60)
 
     @field_validator("features", mode="before")
     @classmethod
@@ -148,8 +154,6 @@ class Settings(BaseSettings):
                 f"{MIN_PROD_SECRET_LENGTH} characters unless REVIEWPOINT_ENV is dev or test"
             )
         if self.features is not None:
-            from reviewpoint.features import FEATURES
-
             unknown = [name for name in self.features if name not in FEATURES]
             if unknown:
                 raise ValueError(

@@ -18,6 +18,8 @@ from reviewpoint.config import Settings, load_settings, signing_secret
 from reviewpoint.db import Database
 from reviewpoint.errors import install_error_handlers
 from reviewpoint.exports.router import router as exports_router
+from reviewpoint.features.flags import FeatureFlags
+from reviewpoint.features.router import router as features_router
 from reviewpoint.health import router as health_router
 from reviewpoint.inputs import NulGuardMiddleware
 from reviewpoint.logs import configure_logging
@@ -45,9 +47,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         # Told how every export call ends (exports/attempt.py).
         app.state.export_observers = [ExportMetrics(metrics)] if metrics is not None else []
+        features = FeatureFlags(settings, database)
+        app.state.features = features
         try:
+            await features.start()
             yield
         finally:
+            await features.close()
             await app.state.admission.close()
             await database.dispose()
 
@@ -73,6 +79,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(metrics_router)
     install_error_handlers(app)
     # Exports first: their fixed paths must win over /users/{id}.
-    for router in (health_router, auth_router, exports_router, users_router, api_keys_router):
+    for router in (
+        health_router,
+        auth_router,
+        exports_router,
+        users_router,
+        api_keys_router,
+        features_router,
+    ):
         app.include_router(router)
     return app

@@ -15,9 +15,9 @@ from typing import Any
 import asyncpg
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
+from tests.conftest import statements_sent
 from tests.data import admin_headers, create_api_key, create_user, insert_user
 
 USERS = "/api/v1/users"
@@ -141,28 +141,13 @@ def test_export_email_filter_keeps_non_ascii_case(
 # The lookups use the unique index
 
 
-def _capture_email_queries(client: TestClient) -> Iterator[list[tuple[str, Any]]]:
-    captured: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "lower(" in statement and "email" in statement:
-            captured.append((statement, parameters))
-
-    database = client.app.state.database  # type: ignore[attr-defined]
-    engines = [database.engine.sync_engine, database.export_engine.sync_engine]
-    for engine in engines:
-        event.listen(engine, "before_cursor_execute", capture)
-    try:
-        yield captured
-    finally:
-        for engine in engines:
-            event.remove(engine, "before_cursor_execute", capture)
-
-
 @pytest.fixture
 def email_queries(client: TestClient) -> Iterator[list[tuple[str, Any]]]:
     """The SQL (and its parameters) of every email lookup the app runs."""
-    yield from _capture_email_queries(client)
+    with statements_sent(
+        client.app, keep=lambda statement: "lower(" in statement and "email" in statement
+    ) as sent:
+        yield sent
 
 
 def _plan(db_url: str, statement: str, parameters: Any) -> str:

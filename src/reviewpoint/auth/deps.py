@@ -14,11 +14,13 @@ from typing import Annotated, Literal
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 
-from reviewpoint import features, security
+from reviewpoint import security
 from reviewpoint.api_keys import service as api_keys
-from reviewpoint.config import AppSettings, JwtSecret
+from reviewpoint.config import JwtSecret
 from reviewpoint.db import Database, DatabaseDep
 from reviewpoint.errors import FeatureDisabled, NotAuthenticated, NotPermitted
+from reviewpoint.features.catalog import FEATURES
+from reviewpoint.features.flags import FeatureFlagsDep
 from reviewpoint.users import repository as users
 from reviewpoint.users.models import User
 
@@ -126,17 +128,18 @@ def require_scope(scope: str) -> Callable[..., Awaitable[ExportPrincipal]]:
     return principal
 
 
-def require_feature(name: str) -> Callable[[AppSettings], None]:
+def require_feature(name: str) -> Callable[[FeatureFlagsDep], None]:
     """Route dependency that answers 403 while `name` is switched off.
 
     Declared in the route's `dependencies`, which FastAPI resolves before any
     parameter, so a disabled feature is reported before credentials are checked.
+    The flag comes from this worker's memory (features/flags.py): no query.
     """
-    if name not in features.FEATURES:
+    if name not in FEATURES:
         raise KeyError(f"unknown feature {name!r}")
 
-    def check(settings: AppSettings) -> None:
-        if not features.is_enabled(settings, name):
+    def check(flags: FeatureFlagsDep) -> None:
+        if not flags.is_enabled(name):
             raise FeatureDisabled(name)
 
     return check

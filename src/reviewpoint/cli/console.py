@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 from collections.abc import Callable, Coroutine
 from functools import wraps
 from typing import Any, NoReturn, TypeVar
@@ -22,6 +23,7 @@ from reviewpoint.errors import AppError
 err = Console(stderr=True, markup=False)
 out = Console(markup=False)
 T = TypeVar("T")
+SQLITE_THREAD_GRACE_SECONDS = 1.0
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -72,7 +74,20 @@ def current_settings() -> Settings:
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coroutine)
+    return asyncio.run(_settled(coroutine))
+
+
+async def _settled(coroutine: Coroutine[Any, Any, T]) -> T:
+    try:
+        return await coroutine
+    finally:
+        # aiosqlite stops the thread of a connection that failed to open (a
+        # database in a missing directory) without waiting for it; answering on
+        # the loop asyncio.run has closed, the thread then prints a traceback
+        # (omnilib/aiosqlite#241). Let such threads end while the loop still runs.
+        for thread in threading.enumerate():
+            if thread.name.endswith("(_connection_worker_thread)"):
+                await asyncio.to_thread(thread.join, SQLITE_THREAD_GRACE_SECONDS)
 
 
 def validated(model: type[T], **values: Any) -> T:

@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 from reviewpoint.api_keys.models import ApiKey
 from reviewpoint.config import Settings, load_settings
 from reviewpoint.db import standalone_session
-from reviewpoint.features import FEATURES, enabled_features, is_enabled
+from reviewpoint.features.catalog import FEATURES
+from reviewpoint.features.defaults import enabled_features, is_enabled
 from reviewpoint.main import create_app
 from tests.data import create_api_key, insert_users, revoke_api_key
 
@@ -75,7 +76,7 @@ def _last_used_at(db_url: str, key_id: int) -> object:
     return asyncio.run(run())
 
 
-# How the settings combine (README "Feature flags", features.py)
+# How the settings combine (README "Feature flags", features/defaults.py)
 
 
 PRECEDENCE: dict[str, tuple[dict[str, str], set[str]]] = {
