@@ -13,9 +13,15 @@ updating that row, and its row lock is held until the writer commits, so
 writers take numbers in commit order and a snapshot sees exactly the numbers
 up to the counter's value (see `reviewpoint.exports.cursor`).
 
-PostgreSQL: a BEFORE trigger sets the number; one transaction takes one number
-for all its rows (remembered in a transaction-local setting), so a bulk UPDATE
-does not update the counter row once per user. An INSERT that sets
+PostgreSQL: a BEFORE ROW trigger sets the number; one transaction takes one
+number for all its rows (remembered in a transaction-local setting), so a bulk
+UPDATE does not update the counter row once per user. An UPDATE of an account
+column takes the number in a BEFORE STATEMENT trigger, before it locks any
+user row: a writer then never holds a user row while it waits for the counter,
+which would deadlock with a transaction that holds the counter and needs that
+row. (`updated_at` is left out of that trigger's column list so that a login,
+which names it to keep it unchanged, takes nothing; a statement changing only
+`updated_at` still gets its number from the row trigger.) An INSERT that sets
 `change_seq` itself keeps it (the seeder takes one number per run).
 SQLite: AFTER triggers (a BEFORE trigger cannot set NEW), one number per row;
 writers are serialised by the database lock anyway. A later migration that
@@ -63,6 +69,9 @@ BEGIN
             RETURNING value::text INTO taken;
         PERFORM set_config('reviewpoint.change_seq', taken, true);
     END IF;
+    IF TG_LEVEL = 'STATEMENT' THEN
+        RETURN NULL;
+    END IF;
     NEW.change_seq := taken::bigint;
     RETURN NEW;
 END
@@ -108,6 +117,11 @@ def upgrade() -> None:
             "CREATE TRIGGER users_change_seq_on_update BEFORE UPDATE ON users FOR EACH ROW "
             f"WHEN ({_pg_changed()}) EXECUTE FUNCTION users_take_change_seq()"
         )
+        op.execute(
+            "CREATE TRIGGER users_change_seq_before_rows "
+            f"BEFORE UPDATE OF {', '.join(c for c in _TRACKED if c != 'updated_at')} "
+            "ON users FOR EACH STATEMENT EXECUTE FUNCTION users_take_change_seq()"
+        )
         return
     op.execute(
         "CREATE TRIGGER users_change_seq_on_insert AFTER INSERT ON users FOR EACH ROW "
@@ -124,6 +138,7 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER users_change_seq_on_update" + _on_users())
     op.execute("DROP TRIGGER users_change_seq_on_insert" + _on_users())
     if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER users_change_seq_before_rows ON users")
         op.execute("DROP FUNCTION users_take_change_seq()")
     op.drop_index("ix_users_change_seq", table_name="users")
     op.drop_column("users", "change_seq")
