@@ -102,6 +102,7 @@ class _Chunks:
         self._boundary = text(
             f"SELECT id FROM users WHERE {where} ORDER BY id LIMIT 1 OFFSET :skip"
         )
+        self._one_chunk: bool | None = None
 
     def _values(self, **values: object) -> dict[str, object]:
         if self._email is not None:
@@ -111,9 +112,33 @@ class _Chunks:
         return values
 
     async def chunk_end(self, after: int) -> int | None:
+        if await self._sync_fits_one_chunk():
+            return None
         values = self._values(after=after, skip=self._chunk_rows - 1)
         end: int | None = (await self._connection.execute(self._boundary, values)).scalar()
         return end
+
+    async def _sync_fits_one_chunk(self) -> bool:
+        """Incremental sync: whether the rows changed after the cursor fit one chunk.
+
+        A sync usually holds a few rows of a large table. Found by walking the
+        id index, as chunk ends are, the last chunk's end costs a scan of the
+        rest of the table (0.7 s on 1,000,000 SQLite rows for 3 changes); found
+        on `ix_users_change_seq` it costs one index lookup per changed row.
+        Counted once, on that index, stopping one past a chunk.
+        """
+        if self._since is None:
+            return False
+        if self._one_chunk is None:
+            count = await self._connection.scalar(
+                text(
+                    f"SELECT count(*) FROM (SELECT 1 FROM users WHERE {cursor.CHANGED_SINCE} "
+                    "LIMIT :over) AS changed"
+                ),
+                {"since": self._since, "over": self._chunk_rows + 1},
+            )
+            self._one_chunk = (count or 0) <= self._chunk_rows
+        return self._one_chunk
 
 
 # --- PostgreSQL ------------------------------------------------------------
@@ -237,6 +262,8 @@ def _sqlite_field(name: str, kind: str) -> tuple[str, list[str]]:
 
 
 def _sqlite_chunk_sql(spec: ExportSpec, *, by_email: bool, end: bool, since: bool) -> TextClause:
+    """One chunk's query; a sync's last (open-ended) chunk reads the change index:
+    without statistics SQLite would walk the ids to the end of the table."""
     formats, args = [], []
     for name, kind in spec.columns:
         field_format, field_args = _sqlite_field(name, kind)
@@ -246,9 +273,10 @@ def _sqlite_chunk_sql(spec: ExportSpec, *, by_email: bool, end: bool, since: boo
     where = _filters(
         SqliteChunks.live, SqliteChunks.email_match, by_email=by_email, end=end, since=since
     )
+    users = "users INDEXED BY ix_users_change_seq" if since and not end else "users"
     return text(
         "SELECT CAST(group_concat(line, '') AS BLOB), count(*) "
-        f"FROM (SELECT {line} AS line FROM users WHERE {where} ORDER BY id)"
+        f"FROM (SELECT {line} AS line FROM {users} WHERE {where} ORDER BY id)"
     )
 
 
