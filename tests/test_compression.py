@@ -13,7 +13,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from reviewpoint.config import Settings, load_settings
+from reviewpoint.config import Settings
 from reviewpoint.exports import cursor
 from tests.conftest import LiveServer, eventually
 from tests.data import bearer_headers, create_api_key, insert_user, insert_users
@@ -26,16 +26,14 @@ IDENTITY = {"Accept-Encoding": "identity"}
 
 
 @pytest.fixture
-def settings(db_url: str) -> Settings:
-    return load_settings(
-        _env_file=None,
-        env="test",
-        db_url=db_url,
-        log_level="warning",
-        jwt_secret_key="compression-tests-secret-0123456789abcdef",
-        export_chunk_rows=100,
-        export_rate_limit="10000/minute",
-        export_max_concurrent_per_credential=10,
+def settings(settings: Settings) -> Settings:
+    """Exports of a few thousand rows that still span many chunks, back to back."""
+    return settings.model_copy(
+        update={
+            "export_chunk_rows": 100,
+            "export_rate_limit": "10000/minute",
+            "export_max_concurrent_per_credential": 10,
+        }
     )
 
 

@@ -6,16 +6,16 @@ import asyncio
 import base64
 import csv
 import io
-import secrets
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text
+from sqlalchemy import select
 
-from reviewpoint.config import Settings, load_settings
+from reviewpoint.config import Settings
 from reviewpoint.db import create_engine, standalone_session
 from reviewpoint.exports import cursor
+from reviewpoint.exports.attempt import ExportAttempt
 from reviewpoint.exports.encoders import FULL, CsvEncoder
 from reviewpoint.main import create_app
 from reviewpoint.users.models import User
@@ -24,6 +24,7 @@ from tests.data import (
     BULK_PASSWORD,
     bearer_headers,
     create_api_key,
+    execute_sql,
     insert_user,
     insert_users,
     login,
@@ -36,16 +37,11 @@ SYNC_HEADER = [*FULL.header, "is_deleted"]
 
 
 @pytest.fixture
-def settings(db_url: str) -> Settings:
-    """Many exports per test: the rate limit is lifted (it is tested elsewhere)."""
-    return load_settings(
-        _env_file=None,
-        env="test",
-        db_url=db_url,
-        log_level="warning",
-        jwt_secret_key=secrets.token_urlsafe(32),
-        export_rate_limit="10000/minute",
-        export_chunk_rows=50,
+def settings(settings: Settings) -> Settings:
+    """Many exports per test: the rate limit is lifted (it is tested elsewhere);
+    small chunks, so that syncs cross chunk boundaries."""
+    return settings.model_copy(
+        update={"export_rate_limit": "10000/minute", "export_chunk_rows": 50}
     )
 
 
@@ -229,7 +225,7 @@ def test_sync_holds_each_changed_user_once_across_many_chunks(
     insert_users(db_url, [(f"u{n}@example.com", f"U {n}") for n in range(500)])
     since = _cursor_now(client, full_key)
     # Every third user renamed in one statement: 167 rows over several 50-row chunks.
-    _execute(db_url, "UPDATE users SET name = name || ' (renamed)' WHERE id % 3 = 0")
+    execute_sql(db_url, "UPDATE users SET name = name || ' (renamed)' WHERE id % 3 = 0")
     rows = _sync(client, full_key, since)
     assert sorted(int(user_id) for user_id in rows) == list(range(3, 501, 3))
     assert all(row["name"].endswith(" (renamed)") for row in rows.values())
@@ -241,7 +237,7 @@ def test_sync_bytes_equal_the_reference_encoder(
     """The SQL that builds a sync's CSV (is_deleted included) matches the Python encoder."""
     since = _cursor_now(client, full_key)
     insert_users(db_url, [(f"h{n}@example.com", name) for n, name in enumerate(HOSTILE_NAMES)])
-    _execute(db_url, "UPDATE users SET is_deleted = true WHERE id % 4 = 0")
+    execute_sql(db_url, "UPDATE users SET is_deleted = true WHERE id % 4 = 0")
 
     async def load() -> list[User]:
         async with standalone_session(db_url) as session:
@@ -328,7 +324,7 @@ def test_a_change_made_in_sql_to_any_account_column_is_synced(
     user_id = insert_user(db_url, "user@example.com", name="User")
     insert_user(db_url, "bystander@example.com")
     since = _cursor_now(client, full_key)
-    _execute(db_url, f"UPDATE users SET {column} = {_NEW_VALUES[column]} WHERE id = {user_id}")
+    execute_sql(db_url, f"UPDATE users SET {column} = {_NEW_VALUES[column]} WHERE id = {user_id}")
     assert list(_sync(client, full_key, since)) == [str(user_id)]
 
 
@@ -337,22 +333,10 @@ def test_an_update_that_changes_nothing_is_not_synced(
 ) -> None:
     user_id = insert_user(db_url, "user@example.com", name="User")
     since = _cursor_now(client, full_key)
-    _execute(
+    execute_sql(
         db_url, f"UPDATE users SET name = 'User', last_login_at = created_at WHERE id = {user_id}"
     )
     assert _sync(client, full_key, since) == {}
-
-
-def _execute(db_url: str, sql: str) -> None:
-    async def run() -> None:
-        engine = create_engine(db_url)
-        try:
-            async with engine.begin() as connection:
-                await connection.execute(text(sql))
-        finally:
-            await engine.dispose()
-
-    asyncio.run(run())
 
 
 # --- refusals ----------------------------------------------------------------------
@@ -417,6 +401,37 @@ def test_a_sync_needs_the_full_export_scope(client: TestClient, db_url: str) -> 
 def test_a_sync_without_credentials_is_401_not_a_cursor_error(client: TestClient) -> None:
     assert client.get(EXPORT_MINIMAL, params={"cursor": "x"}).status_code == 401
     assert client.get(EXPORT_FULL, params={"cursor": cursor.encode(0)}).status_code == 401
+
+
+class _Outcomes:
+    """An export observer that keeps how each attempt ended."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int | None]] = []
+        self.filters: list[dict[str, str]] = []
+
+    async def started(self, attempt: ExportAttempt) -> None:
+        pass
+
+    async def finished(self, attempt: ExportAttempt) -> None:
+        self.seen.append((attempt.outcome, attempt.status))
+        self.filters.append(attempt.filters)
+
+
+def test_refused_cursors_are_recorded_as_invalid_attempts_with_their_cursor(
+    settings: Settings, full_key: dict[str, str]
+) -> None:
+    outcomes = _Outcomes()
+    app = create_app(settings)
+    app.state.export_observers = [outcomes]
+    with TestClient(app) as client:
+        current = cursor.decode(_cursor_now(client, full_key))
+        for value in ("bad", cursor.encode(current + 1)):
+            client.get(EXPORT_FULL, headers=full_key, params={"cursor": value})
+        client.get(EXPORT_MINIMAL, headers=full_key, params={"cursor": cursor.encode(0)})
+    refused = [("invalid", 422), ("invalid", 409), ("invalid", 400)]
+    assert outcomes.seen == [("completed", 200), *refused]
+    assert outcomes.filters[1] == {"cursor": "bad"}
 
 
 # --- documentation -----------------------------------------------------------------

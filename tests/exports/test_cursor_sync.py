@@ -22,7 +22,7 @@ from sqlalchemy import false, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from reviewpoint import security
-from reviewpoint.config import Settings, load_settings
+from reviewpoint.config import Settings
 from reviewpoint.db import create_engine, utcnow
 from reviewpoint.exports import cursor
 from reviewpoint.exports.encoders import FULL, format_cell
@@ -35,17 +35,15 @@ _HASH = security.hash_password("writer-password-1")
 
 
 @pytest.fixture
-def settings(db_url: str) -> Settings:
+def settings(settings: Settings) -> Settings:
     """Small chunks (each export spans many queries, on several connections on
     PostgreSQL) and no admission limits in the way of back-to-back exports."""
-    return load_settings(
-        _env_file=None,
-        env="test",
-        db_url=db_url,
-        log_level="warning",
-        export_chunk_rows=25,
-        export_rate_limit="10000/minute",
-        export_max_concurrent_per_credential=10,
+    return settings.model_copy(
+        update={
+            "export_chunk_rows": 25,
+            "export_rate_limit": "10000/minute",
+            "export_max_concurrent_per_credential": 10,
+        }
     )
 
 
