@@ -7,8 +7,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
+from starlette.middleware.gzip import GZipMiddleware
 
-from reviewpoint import __version__
+from reviewpoint import __version__, compression
 from reviewpoint.admission.gate import Admission
 from reviewpoint.api_keys.router import router as api_keys_router
 from reviewpoint.auth.router import router as auth_router
@@ -68,7 +69,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.jwt_secret = jwt_secret
     app.state.metrics = metrics
     # The last added runs first: no-store and request ids also mark the 413s and
-    # 422s the two guards answer before any route or credential check.
+    # 422s the two guards answer before any route or credential check. gzip is
+    # innermost: it holds back the response start until the first body, then
+    # the others add their headers to the start it sends.
+    app.add_middleware(
+        GZipMiddleware,
+        minimum_size=compression.MINIMUM_SIZE,
+        compresslevel=compression.LEVEL,
+        exclude_content_types=compression.EXCLUDED_CONTENT_TYPES,
+    )
     app.add_middleware(NulGuardMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)

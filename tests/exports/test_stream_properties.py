@@ -99,11 +99,20 @@ def tight_server(live_server: LiveServer) -> LiveServer:
 
 @pytest.fixture
 def tight_client(tight_server: LiveServer) -> Iterator[httpx.Client]:
-    """A client with a small receive buffer: the server can run only ~200 kB ahead of it."""
+    """A client with a small receive buffer: the server can run only ~200 kB ahead of it.
+
+    It asks for the body uncompressed, so the raw bytes are the CSV itself and the
+    buffers hold what the tests expect (gzip: tests/test_compression.py).
+    """
     transport = httpx.HTTPTransport(
         socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)]
     )
-    with httpx.Client(base_url=tight_server.url, transport=transport, timeout=20) as client:
+    with httpx.Client(
+        base_url=tight_server.url,
+        transport=transport,
+        timeout=20,
+        headers={"Accept-Encoding": "identity"},
+    ) as client:
         yield client
 
 

@@ -4,7 +4,7 @@ Every call ends in exactly one outcome, reported once to the observers the app
 registers (the audit trail, metrics):
 
 - `denied` (401/403: no, bad or insufficient credentials, or the feature is off),
-  `limited` (429), `invalid` (400/422: a parameter the export cannot serve) and
+  `limited` (429), `invalid` (400/409/422: a parameter the export cannot serve) and
   `failed` (503 or an error of ours) end the call before any byte is sent;
 - `completed`, `failed` (the database broke mid-stream; the response is
   aborted) and `aborted` (the client hung up, stopped reading past the send
@@ -39,7 +39,7 @@ log = logging.getLogger("reviewpoint.exports")
 Outcome = Literal["running", "completed", "failed", "aborted", "denied", "limited", "invalid"]
 # Query parameters recorded as the export's filters: named, never "all of them",
 # so a credential someone pastes into a URL is not copied into the audit trail.
-RECORDED_PARAMETERS = ("email",)
+RECORDED_PARAMETERS = ("email", "cursor")
 # Longest wait for one observer at the start or end of an export.
 OBSERVER_SECONDS = 2.0
 _TEXT_LIMIT = 255
@@ -118,8 +118,9 @@ def _outcome_of(error: BaseException) -> Outcome:
         return "denied"
     if isinstance(error, TooManyRequests):
         return "limited"
+    # 409: a sync cursor ahead of the database (exports/cursor.py).
     if isinstance(error, RequestValidationError) or (
-        isinstance(error, AppError) and error.status_code in (400, 422)
+        isinstance(error, AppError) and error.status_code in (400, 409, 422)
     ):
         return "invalid"
     return "failed"

@@ -12,6 +12,7 @@ from reviewpoint.auth.deps import ExportPrincipal, require_feature, require_scop
 from reviewpoint.config import AppSettings, Settings
 from reviewpoint.db import Database, DatabaseDep
 from reviewpoint.errors import BadRequest
+from reviewpoint.exports import cursor
 from reviewpoint.exports.attempt import ExportAttempt, TrackedExport, track_export
 from reviewpoint.exports.encoders import FULL, MINIMAL, ExportSpec
 from reviewpoint.exports.stream import CsvStreamingResponse, open_export
@@ -30,7 +31,20 @@ _EXPORT_ERRORS: dict[int | str, dict[str, object]] = {
 
 
 def _csv_example(text: str) -> dict[int | str, dict[str, object]]:
-    return {200: {"description": "CSV download", "content": {"text/csv": {"example": text}}}}
+    return {
+        200: {
+            "description": "CSV download",
+            "content": {"text/csv": {"example": text}},
+            "headers": {
+                cursor.HEADER: {
+                    "description": "Where this export's snapshot stands in the change "
+                    "history: pass it back as `cursor=` to /export-full to get what "
+                    "changed since.",
+                    "schema": {"type": "string", "example": cursor.CURSOR_EXAMPLE},
+                }
+            },
+        }
+    }
 
 
 async def _csv_response(
@@ -42,6 +56,7 @@ async def _csv_response(
     email: str | None,
     principal: ExportPrincipal,
     attempt: ExportAttempt,
+    since: int | None = None,
 ) -> CsvStreamingResponse:
     attempt.principal = principal
     slots, budget = await admission.admit_export(principal.key)
@@ -53,13 +68,14 @@ async def _csv_response(
         connections=settings.export_connections,
         attempt=attempt,
         admission=slots,
+        since=since,
     )
     return CsvStreamingResponse(
         body,
         filename=spec.filename,
         send_timeout=settings.export_send_timeout,
         max_seconds=settings.export_max_seconds,
-        headers=budget.headers(),
+        headers={**budget.headers(), cursor.HEADER: cursor.encode(body.position)},
     )
 
 
@@ -104,6 +120,7 @@ async def export_users_csv(
     principal: Annotated[ExportPrincipal, Depends(require_scope("users:export"))],
     email: Annotated[str | None, Query(description="Filter by specific email address")] = None,
     format: Annotated[str, Query(description="Export format (only csv supported)")] = "csv",
+    _no_cursor: Annotated[None, Depends(cursor.refuse_on_minimal)] = None,
 ) -> CsvStreamingResponse:
     if format.lower() != "csv":
         raise BadRequest("Unsupported format. Only 'csv' is supported.")
@@ -120,7 +137,10 @@ async def export_users_csv(
         "Every live user, ordered by id, with "
         "`id,email,name,created_at,updated_at,is_active,is_admin`. Timestamps are "
         "ISO 8601 UTC ending in `Z`, booleans `true`/`false`. Needs an API key "
-        "with scope `users:export_full` or an administrator's bearer token."
+        "with scope `users:export_full` or an administrator's bearer token. "
+        "With `cursor`, an incremental sync: only the users created, changed or "
+        "deleted since the export that returned that cursor, deleted ones "
+        "included, with `is_deleted` as an extra last column."
     ),
     tags=["User Management", "Export"],
     response_class=CsvStreamingResponse,
@@ -129,6 +149,8 @@ async def export_users_csv(
             "id,email,name,created_at,updated_at,is_active,is_admin\r\n"
             "123,john@example.com,John Doe,2025-01-08T10:30:00Z,2025-01-08T15:45:00Z,true,false\r\n"
         ),
+        409: {"description": "`cursor` is ahead of this database: start over without it"},
+        422: {"description": "`cursor` is not one this service issued"},
         **_EXPORT_ERRORS,
     },
     dependencies=[
@@ -142,9 +164,18 @@ async def export_users_full_csv(
     admission: AdmissionDep,
     settings: AppSettings,
     principal: Annotated[ExportPrincipal, Depends(require_scope("users:export_full"))],
+    since: Annotated[int | None, Depends(cursor.sync_since)],
 ) -> CsvStreamingResponse:
+    spec = FULL if since is None else cursor.with_deletions(FULL)
     return await _csv_response(
-        database, admission, settings, FULL, email=None, principal=principal, attempt=attempt
+        database,
+        admission,
+        settings,
+        spec,
+        email=None,
+        principal=principal,
+        attempt=attempt,
+        since=since,
     )
 
 

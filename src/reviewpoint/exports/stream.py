@@ -25,7 +25,13 @@ from starlette.responses import StreamingResponse
 from starlette.types import Send
 
 from reviewpoint.db import shared_snapshot
-from reviewpoint.errors import BUSY_RETRY_AFTER, ServiceUnavailable, is_database_unavailable
+from reviewpoint.errors import (
+    BUSY_RETRY_AFTER,
+    AppError,
+    ServiceUnavailable,
+    is_database_unavailable,
+)
+from reviewpoint.exports import cursor
 from reviewpoint.exports.attempt import ExportAttempt, Outcome
 from reviewpoint.exports.encoders import CsvEncoder, ExportSpec
 from reviewpoint.exports.pipeline import ChunkPipeline
@@ -164,18 +170,24 @@ async def open_export(
     connections: int,
     attempt: ExportAttempt,
     admission: AsyncExitStack,
+    since: int | None = None,
 ) -> ExportBody:
     """Start an export and return its body; raises 503 if the database cannot serve.
 
     `connections` read chunks in parallel (PostgreSQL); a one-address export
     is a single small chunk and uses one. The export owns `admission` (its
     slots under the concurrency caps) and frees it last, however it ends.
+    `since`: an incremental sync's change number (`cursor.py`).
     """
     export = _Export(attempt)
     export.stack.push_async_callback(admission.aclose)
     try:
         snapshots = await export.open(engine, connections if email is None else 1)
-        readers = [await _reader(c, spec, email=email, chunk_rows=chunk_rows) for c in snapshots]
+        position = await cursor.snapshot_position(snapshots[0], since=since)
+        readers = [
+            await _reader(c, spec, email=email, chunk_rows=chunk_rows, since=since)
+            for c in snapshots
+        ]
         pipeline = ChunkPipeline(readers)
         pipeline.start()
         # Exits run last-in first-out: readers stop before their connections go.
@@ -184,7 +196,7 @@ async def open_export(
     except BaseException as error:
         export.failed = True
         await export.release(spec)
-        if isinstance(error, Exception):
+        if isinstance(error, Exception) and not isinstance(error, AppError):
             log.error("export %s could not start: %r", spec.filename, error)
             # Only a database that cannot serve is a 503 (clients and load
             # balancers retry those); anything else is a fault of ours.
@@ -196,7 +208,7 @@ async def open_export(
         raise
     await attempt.start_streaming()
     log.info("export %s started by %s", spec.filename, _who(attempt), extra=_fields(attempt))
-    return ExportBody(export, _body(export, pipeline, spec, first), spec)
+    return ExportBody(export, _body(export, pipeline, spec, first), spec, position=position)
 
 
 def _who(attempt: ExportAttempt) -> str:
@@ -218,10 +230,14 @@ class ExportBody:
     without this its snapshot and admission slots would stay taken.
     """
 
-    def __init__(self, export: _Export, chunks: AsyncGenerator[bytes], spec: ExportSpec) -> None:
+    def __init__(
+        self, export: _Export, chunks: AsyncGenerator[bytes], spec: ExportSpec, *, position: int
+    ) -> None:
         self._export = export
         self._chunks = chunks
         self._spec = spec
+        # The last change the snapshot sees: the export's X-Export-Cursor.
+        self.position = position
 
     @property
     def attempt(self) -> ExportAttempt:
@@ -245,11 +261,18 @@ class ExportBody:
 
 
 async def _reader(
-    connection: AsyncConnection, spec: ExportSpec, *, email: str | None, chunk_rows: int
+    connection: AsyncConnection,
+    spec: ExportSpec,
+    *,
+    email: str | None,
+    chunk_rows: int,
+    since: int | None,
 ) -> ChunkReader:
     if connection.dialect.name == "postgresql":
-        return await PostgresChunks.on(connection, spec, email=email, chunk_rows=chunk_rows)
-    return SqliteChunks(connection, spec, email=email, chunk_rows=chunk_rows)
+        return await PostgresChunks.on(
+            connection, spec, email=email, chunk_rows=chunk_rows, since=since
+        )
+    return SqliteChunks(connection, spec, email=email, chunk_rows=chunk_rows, since=since)
 
 
 async def _body(

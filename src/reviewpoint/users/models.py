@@ -3,7 +3,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Index, Integer, String, false, true
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Table,
+    false,
+    true,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -28,6 +40,20 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The number of the user's last change, set by the database's triggers from
+    # `change_counter` (migration 0005; how sync uses it: exports/cursor.py).
+    # Never written by the application, except by the seeder.
+    change_seq: Mapped[int | None] = mapped_column(BigInteger, index=True)
+
+
+# One row: the last change number handed out. Updating it is what orders writers.
+change_counter = Table(
+    "change_counter",
+    Base.metadata,
+    Column("id", SmallInteger, primary_key=True),
+    Column("value", BigInteger, nullable=False),
+    CheckConstraint("id = 1", name="one_row"),
+)
 
 
 def email_key_sql(dialect: str, operand: str) -> str:

@@ -7,6 +7,10 @@ password nobody knows, so none of them can log in.
 Names cycle through the shapes that break naive CSV writers (commas, quotes,
 line breaks, non-Latin scripts, emoji, formula-like prefixes, missing names),
 so benchmarks exercise the same quoting work real data does.
+
+The run takes one change number for all its rows (`change_seq`, see
+`exports/cursor.py`), as one transaction, so the per-row triggers that number
+other writes are skipped; the counter row stays locked until the run commits.
 """
 
 from __future__ import annotations
@@ -14,12 +18,12 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 
-from sqlalchemy import bindparam, func, select, text
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from reviewpoint import security
 from reviewpoint.db import UTCDateTime, utcnow
-from reviewpoint.users.models import User
+from reviewpoint.users.models import User, change_counter
 
 BATCH_ROWS = 100_000
 
@@ -49,11 +53,13 @@ def _name_expression(dialect: str) -> str:
 
 def _batch_statement(dialect: str) -> str:
     columns = (
-        "email, hashed_password, name, is_active, is_admin, is_deleted, created_at, updated_at"
+        "email, hashed_password, name, is_active, is_admin, is_deleted, created_at, updated_at, "
+        "change_seq"
     )
     values = (
         "'seed' || n || '@seed.example', :hashed, "
-        f"{_name_expression(dialect)}, n % 17 <> 0, n % 1000 = 0, false, :now, :now"
+        f"{_name_expression(dialect)}, n % 17 <> 0, n % 1000 = 0, false, :now, :now, "
+        "CAST(:seq AS bigint)"
     )
     # The casts give the bounds a type: asyncpg cannot pick one for generate_series.
     first, last = "CAST(:first AS integer)", "CAST(:last AS integer)"
@@ -79,13 +85,24 @@ async def seed_users(
     )
     async with engine.begin() as connection:
         start = (await connection.scalar(select(func.coalesce(func.max(User.id), 0)))) or 0
+        seq = await connection.scalar(
+            update(change_counter)
+            .values(value=change_counter.c.value + 1)
+            .returning(change_counter.c.value)
+        )
         done = 0
         while done < count:
             size = min(BATCH_ROWS, count - done)
             first = start + done + 1
             await connection.execute(
                 statement,
-                {"first": first, "last": first + size - 1, "hashed": hashed, "now": utcnow()},
+                {
+                    "first": first,
+                    "last": first + size - 1,
+                    "hashed": hashed,
+                    "now": utcnow(),
+                    "seq": seq,
+                },
             )
             done += size
             if progress is not None:
