@@ -423,8 +423,9 @@ def test_refused_cursors_are_recorded_as_invalid_attempts_with_their_cursor(
 ) -> None:
     outcomes = _Outcomes()
     app = create_app(settings)
-    app.state.export_observers = [outcomes]
     with TestClient(app) as client:
+        # After start-up, which installs the app's own observers.
+        app.state.export_observers.append(outcomes)
         current = cursor.decode(_cursor_now(client, full_key))
         for value in ("bad", cursor.encode(current + 1)):
             client.get(EXPORT_FULL, headers=full_key, params={"cursor": value})
