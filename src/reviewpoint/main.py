@@ -11,6 +11,9 @@ from fastapi_offline import FastAPIOffline
 from reviewpoint import __version__
 from reviewpoint.admission.gate import Admission
 from reviewpoint.api_keys.router import router as api_keys_router
+from reviewpoint.audit import service as audit
+from reviewpoint.audit.observer import AuditObserver
+from reviewpoint.audit.router import router as audit_router
 from reviewpoint.auth.router import router as auth_router
 from reviewpoint.body_limit import BodyLimitMiddleware
 from reviewpoint.cache_control import NoStoreMiddleware
@@ -35,6 +38,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         database = Database(settings)
         app.state.database = database
         app.state.admission = Admission(settings)
+        # A list: every observer is told how each export attempt ended.
+        app.state.export_observers = [AuditObserver(database)]
+        # In the background: start-up never waits on the database.
+        database.spawn_once(
+            "audit-interrupted", lambda: audit.fail_interrupted_at_startup(database, settings)
+        )
         try:
             yield
         finally:
@@ -58,6 +67,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(NoStoreMiddleware)
     install_error_handlers(app)
     # Exports first: their fixed paths must win over /users/{id}.
-    for router in (health_router, auth_router, exports_router, users_router, api_keys_router):
+    for router in (
+        health_router,
+        auth_router,
+        exports_router,
+        users_router,
+        api_keys_router,
+        audit_router,
+    ):
         app.include_router(router)
     return app
