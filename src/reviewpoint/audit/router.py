@@ -32,6 +32,24 @@ router = APIRouter(
 _EXAMPLE = {
     "data": [
         {
+            "id": 43,
+            "request_id": "9b2e61d0c4a84f7e8d35a0c1f6e2b9d4",
+            "endpoint": "export",
+            "format": "csv",
+            "filters": {"email": "jane@example.com"},
+            "actor": {"kind": "user", "id": 1, "name": "admin@example.com", "key_prefix": None},
+            "outcome": "aborted",
+            "status": 200,
+            "detail": "the client accepted no data for 30 s",
+            "rows": 0,
+            "bytes": 0,
+            "started_at": "2026-11-26T09:15:02.500000Z",
+            "finished_at": "2026-11-26T09:15:32.610000Z",
+            "duration_seconds": 30.11,
+            "client_address": "10.0.4.20",
+            "user_agent": "curl/8.5.0",
+        },
+        {
             "id": 42,
             "request_id": "4f1c9a0e2b7d4c55a1f3e8d6b2a9c7e1",
             "endpoint": "export-full",
@@ -53,9 +71,9 @@ _EXAMPLE = {
             "duration_seconds": 3.75,
             "client_address": "10.0.4.17",
             "user_agent": "python-httpx/0.28.1",
-        }
+        },
     ],
-    "count": 1,
+    "count": 2,
 }
 
 
@@ -85,7 +103,7 @@ async def list_export_audit(
     session: Session,
     admin: CurrentAdmin,
     offset: PageOffset = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Records per page")] = 100,
     actor: Annotated[
         ActorText,
         Query(description=f"Only this caller: {ACTOR_FORMAT}", examples=["api_key:3", "user:1"]),
