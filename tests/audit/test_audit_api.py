@@ -164,6 +164,8 @@ def test_outcome_since_and_until_filters_combine(
         ("since", "1700000000"),
         ("since", "yesterday"),
         ("until", "2026-11-20"),
+        ("until", "0001-01-01T00:00:00+01:00"),
+        ("since", "9999-12-31T23:59:59-01:00"),
     ],
 )
 def test_an_invalid_filter_is_a_422_naming_it(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
@@ -58,7 +58,10 @@ def parse_instant(value: object) -> object:
         raise ValueError(f"must be {INSTANT_FORMAT}")
     if moment.tzinfo is None:
         raise ValueError(f"must be {INSTANT_FORMAT} (no zone given)")
-    return moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError(f"must be {INSTANT_FORMAT} (out of range)") from None
 
 
 def _check_actor(value: str | None) -> str | None:
