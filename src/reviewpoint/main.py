@@ -38,8 +38,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         database = Database(settings)
         app.state.database = database
         app.state.admission = Admission(settings)
+        audit_trail = AuditObserver(database)
         # A list: every observer is told how each export attempt ended.
-        app.state.export_observers = [AuditObserver(database)]
+        app.state.export_observers = [audit_trail]
         # In the background: start-up never waits on the database.
         database.spawn_once(
             "audit-interrupted", lambda: audit.fail_interrupted_at_startup(database, settings)
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await audit_trail.close()
             await app.state.admission.close()
             await database.dispose()
 

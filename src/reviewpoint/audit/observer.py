@@ -8,21 +8,38 @@ connection while it waits for an export connection (see db.Database).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import ClassVar, Literal
+from collections.abc import Coroutine
+from typing import Any, ClassVar, Literal
 
 import anyio
 from sqlalchemy.exc import SQLAlchemyError
 
 from reviewpoint.audit import service
 from reviewpoint.db import Database
-from reviewpoint.exports.attempt import OBSERVER_SECONDS, ExportAttempt
+from reviewpoint.exports.attempt import ExportAttempt
 
 log = logging.getLogger("reviewpoint.audit")
 
-# Below the attempt's own bound on an observer, so that a slow database ends in
-# this module's timeout, which is logged and counted here like any failed write.
-WRITE_SECONDS = OBSERVER_SECONDS * 0.75
+Moment = Literal["start", "end"]
+# How long an export waits for its audit write: a healthy database answers in a
+# few milliseconds; one whose write lock another process holds (SQLite) or
+# that is overloaded delays the export by no more than this. The write itself
+# goes on beside the export, and is never cancelled half way: a statement
+# cancelled in flight can leave its pooled connection unusable.
+WAIT_SECONDS = 0.25
+# Writes one worker keeps in flight at most; past that (a database that stopped
+# answering under a flood of refusals) a write is dropped, logged and counted,
+# rather than queue without bound for the request pool.
+MAX_PENDING_WRITES = 256
+# How long shutdown waits for writes in flight (a write's own limits end it in
+# about this much: the pool timeout plus a statement or lock timeout).
+CLOSE_SECONDS = 20.0
+
+
+class WritesBacklogged(Exception):
+    """More audit writes are in flight than a worker keeps; this one is dropped."""
 
 
 class AuditObserver:
@@ -38,37 +55,71 @@ class AuditObserver:
 
     def __init__(self, database: Database) -> None:
         self.database = database
+        self._pending: set[asyncio.Task[None]] = set()
+        # Start writes by attempt (dataclasses are unhashable: keyed by id), so
+        # the end write follows its start write and updates that record.
+        self._starts: dict[int, asyncio.Task[None]] = {}
 
     async def started(self, attempt: ExportAttempt) -> None:
-        await self._write(attempt, "start")
+        task = self._spawn(attempt, "start", self._write(attempt, "start"))
+        if task is not None:
+            self._starts[id(attempt)] = task
+            await self._wait(task)
 
     async def finished(self, attempt: ExportAttempt) -> None:
-        await self._write(attempt, "end")
+        start = self._starts.pop(id(attempt), None)
+        task = self._spawn(attempt, "end", self._write(attempt, "end", after=start))
+        if task is not None:
+            await self._wait(task)
 
-    async def _write(self, attempt: ExportAttempt, moment: Literal["start", "end"]) -> None:
+    async def close(self) -> None:
+        """Let writes in flight finish (shutdown)."""
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=CLOSE_SECONDS)
+
+    async def _write(
+        self, attempt: ExportAttempt, moment: Moment, after: asyncio.Task[None] | None = None
+    ) -> None:
+        if after is not None:
+            await after  # never raises: failures end in _write_failed
         try:
-            with anyio.fail_after(WRITE_SECONDS):
-                async with self.database.transaction() as session:
-                    audit_id = await service.record(session, attempt)
+            async with self.database.transaction() as session:
+                audit_id = await service.record(session, attempt)
             attempt.audit_id = audit_id
         except Exception as error:
             self._write_failed(attempt, moment, error)
 
-    def _write_failed(
-        self, attempt: ExportAttempt, moment: Literal["start", "end"], error: Exception
-    ) -> None:
+    def _spawn(
+        self, attempt: ExportAttempt, moment: Moment, work: Coroutine[Any, Any, None]
+    ) -> asyncio.Task[None] | None:
+        if len(self._pending) >= MAX_PENDING_WRITES:
+            work.close()
+            self._write_failed(
+                attempt, moment, WritesBacklogged(f"{MAX_PENDING_WRITES} audit writes in flight")
+            )
+            return None
+        task = asyncio.get_running_loop().create_task(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+        return task
+
+    async def _wait(self, task: asyncio.Task[None]) -> None:
+        # Shielded: running out of time stops the waiting, not the write.
+        with anyio.move_on_after(WAIT_SECONDS):
+            await asyncio.shield(task)
+
+    def _write_failed(self, attempt: ExportAttempt, moment: Moment, error: Exception) -> None:
         """The one place where a lost audit write is noted (log, counter, metrics)."""
         AuditObserver.write_failures += 1
-        # A database that is down or slow needs one line; anything else is a bug.
-        expected = isinstance(error, SQLAlchemyError | OSError)
+        # A database that is down or slow, or a full queue, needs one line;
+        # anything else is a bug.
+        expected = isinstance(error, SQLAlchemyError | OSError | WritesBacklogged)
         log.error(
             "audit record of export request %s (%s) not written at its %s: %s",
             attempt.request_id,
             attempt.outcome,
             moment,
-            f"no answer within {WRITE_SECONDS:g} s"
-            if isinstance(error, TimeoutError)
-            else service.one_line(error),
+            service.one_line(error),
             exc_info=None if expected else error,
         )
 
