@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     login_rate_limit: str = "10/minute"
     export_max_concurrent_per_credential: int = Field(default=2, ge=1)
 
+    # Export audit records older than this are removed by `reviewpoint audit prune`.
+    audit_retention_days: int = Field(default=365, ge=1, le=100 * 365)
+
     @field_validator("rate_limit_storage")
     @classmethod
     def _known_admission_store(cls, value: str) -> str:

@@ -12,6 +12,9 @@ from starlette.middleware.gzip import GZipMiddleware
 from reviewpoint import __version__, compression
 from reviewpoint.admission.gate import Admission
 from reviewpoint.api_keys.router import router as api_keys_router
+from reviewpoint.audit import service as audit
+from reviewpoint.audit.observer import AuditObserver
+from reviewpoint.audit.router import router as audit_router
 from reviewpoint.auth.router import router as auth_router
 from reviewpoint.body_limit import BodyLimitMiddleware
 from reviewpoint.cache_control import NoStoreMiddleware
@@ -46,8 +49,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.admission = Admission(
             settings, on_refusal=metrics.rejected if metrics is not None else None
         )
-        # Told how every export call ends (exports/attempt.py).
-        app.state.export_observers = [ExportMetrics(metrics)] if metrics is not None else []
+        audit_trail = AuditObserver(
+            database, on_failure=metrics.audit_write_failed if metrics is not None else None
+        )
+        # Told how every export call ends (exports/attempt.py): the trail, then metrics.
+        app.state.export_observers = [audit_trail]
+        if metrics is not None:
+            app.state.export_observers.append(ExportMetrics(metrics))
+        # In the background: start-up never waits on the database.
+        database.spawn_once(
+            "audit-interrupted", lambda: audit.fail_interrupted_at_startup(database, settings)
+        )
         features = FeatureFlags(settings, database)
         app.state.features = features
         try:
@@ -55,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await features.close()
+            await audit_trail.close()
             await app.state.admission.close()
             await database.dispose()
 
@@ -95,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         users_router,
         api_keys_router,
         features_router,
+        audit_router,
     ):
         app.include_router(router)
     return app

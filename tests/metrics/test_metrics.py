@@ -20,8 +20,16 @@ from sqlalchemy.engine import make_url
 from reviewpoint.api_keys.schemas import Scope
 from reviewpoint.config import Settings, load_settings
 from reviewpoint.main import create_app
+from reviewpoint.metrics.observer import ExportMetrics
 from tests.conftest import BACKENDS, LiveServer, eventually, pg_execute
-from tests.data import BULK_PASSWORD, create_api_key, insert_user, insert_users, login
+from tests.data import (
+    BULK_PASSWORD,
+    create_api_key,
+    execute_sql,
+    insert_user,
+    insert_users,
+    login,
+)
 from tests.exports.test_export_admission import _fill, _held_export, _server
 from tests.metrics.exposition import Series, label_values, parse, value
 
@@ -352,11 +360,13 @@ def test_password_checks_refused_at_the_hashing_cap_count_as_concurrency_rejecti
     assert _requests(samples, LOGIN, 429, method="POST") == refused
 
 
-def test_audit_write_failures_are_counted(client: TestClient) -> None:
-    metrics = client.app.state.metrics  # type: ignore[attr-defined]
-    metrics.audit_write_failed()
-    metrics.audit_write_failed()
-    assert value(_scrape(client), "reviewpoint_audit_write_failures_total") == 2
+def test_audit_write_failures_are_counted(client: TestClient, db_url: str) -> None:
+    _fill(db_url, 20)
+    key = {"X-API-Key": create_api_key(db_url, ["users:export_full"])[1]}
+    execute_sql(db_url, "ALTER TABLE export_audit RENAME TO export_audit_gone")
+    assert client.get("/api/v1/users/export-full", headers=key).status_code == 200
+    # The record's start and its end could not be written.
+    assert eventually(lambda: value(_scrape(client), "reviewpoint_audit_write_failures_total") == 2)
 
 
 # --- switched off, guarded, and anonymous --------------------------------------------
@@ -370,7 +380,8 @@ def test_metrics_switched_off_answer_404_and_nothing_is_collected(db_url: str) -
         assert response.status_code == 404
         assert response.json() == {"detail": "Not Found"}
         assert client.app.state.metrics is None  # type: ignore[attr-defined]
-        assert client.app.state.export_observers == []  # type: ignore[attr-defined]
+        observers = client.app.state.export_observers  # type: ignore[attr-defined]
+        assert not any(isinstance(observer, ExportMetrics) for observer in observers)
         assert "/metrics" not in client.get("/openapi.json").json()["paths"]
 
 

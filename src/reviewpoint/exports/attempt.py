@@ -28,7 +28,13 @@ from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 
 from reviewpoint.db import utcnow
-from reviewpoint.errors import AppError, NotAuthenticated, NotPermitted, TooManyRequests
+from reviewpoint.errors import (
+    AppError,
+    NotAuthenticated,
+    NotPermitted,
+    TooManyRequests,
+    is_database_unavailable,
+)
 from reviewpoint.request_id import current_request_id
 
 if TYPE_CHECKING:
@@ -106,6 +112,9 @@ class ExportAttempt:
             return
         if isinstance(error, AppError):
             self.status, self.detail = error.status_code, error.detail
+        elif is_database_unavailable(error):
+            # What errors.py answers for it: a 503, not a 500.
+            self.status, self.detail = 503, "database unavailable"
         elif isinstance(error, RequestValidationError):
             self.status, self.detail = 422, "invalid query parameters"
         else:
