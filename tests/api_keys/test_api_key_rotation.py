@@ -148,8 +148,23 @@ def test_rotating_twice_makes_two_keys_and_keeps_the_first_deadline(
     listed = _listed(client, admin)
     assert listed[old_id]["expires_at"] == deadline
     assert [key["rotated_from_id"] for key in listed.values()] == [None, old_id, old_id]
+    # The new keys live as long as the old one would have: the grace deadline is not theirs.
+    assert (first.json()["expires_at"], second.json()["expires_at"]) == (None, None)
     for secret in (old["secret"], first.json()["secret"], second.json()["secret"]):
         assert _exports(client, secret) == 200
+
+
+def test_every_rotation_passes_on_the_original_expiry_not_a_grace_deadline(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    old = _create(client, admin, expires_in_days=30)
+    old_id = int(str(old["id"]))
+    first = client.post(_rotate_path(old_id), json={"grace_minutes": 5}, headers=admin).json()
+    # The successor rotated in turn, then the original key again.
+    second = client.post(_rotate_path(int(first["id"])), headers=admin).json()
+    third = client.post(_rotate_path(old_id), headers=admin).json()
+    assert [key["expires_at"] for key in (first, second, third)] == [old["expires_at"]] * 3
+    assert third["rotated_from_id"] == old_id
 
 
 def test_rotating_a_revoked_key_is_409_and_issues_nothing(

@@ -51,11 +51,12 @@ async def list_api_keys(session: Session, admin: CurrentAdmin) -> list[ApiKeyPub
     "/{key_id:int}/rotate",
     status_code=status.HTTP_201_CREATED,
     description=(
-        "Issue a new key with the old one's name, scopes and `expires_at`, with "
-        "`rotated_from_id` naming the old key; its secret is shown only in this "
-        "response. The old key keeps working for `grace_minutes` (default 60, 0 = it "
-        "stops at once, at most 10080), or until its own expiry if that comes first. "
-        "Rotating the same key again is allowed and never extends that deadline."
+        "Issue a new key with the old one's name, scopes and expiry (not a grace "
+        "deadline an earlier rotation set), with `rotated_from_id` naming the old "
+        "key; its secret is shown only in this response. The old key keeps working "
+        "for `grace_minutes` (default 60, 0 = it stops at once, at most 10080), or "
+        "until its own expiry if that comes first. Rotating the same key again is "
+        "allowed and never extends that deadline."
     ),
     responses={
         404: {"description": "No such key"},

@@ -135,10 +135,10 @@ async def rotate(
 ) -> tuple[ApiKey, ApiKey, str]:
     """Replace a live key: the old one, the new one, and the new secret.
 
-    The new key keeps the old one's name, scopes and `expires_at` (a rotation
-    changes the secret, not what it may do or for how long). The old key stops
-    after `grace`, or at its own expiry if that comes first; rotating it again
-    never extends that deadline.
+    The new key keeps the old one's name, scopes and expiry (a rotation changes
+    the secret, not what it may do or for how long). The old key stops after
+    `grace`, or at its own expiry if that comes first; rotating it again never
+    extends that deadline.
     """
     old = await _get_locked(session, key_id)
     now = utcnow()
@@ -151,7 +151,7 @@ async def rotate(
         name=old.name,
         scopes=old.scopes,
         now=now,
-        expires_at=old.expires_at,
+        expires_at=await _original_expiry(session, old),
         created_by=rotated_by,
         rotated_from_id=old.id,
     )
@@ -160,6 +160,23 @@ async def rotate(
         old.expires_at = deadline
     await session.flush()
     return old, new, secret
+
+
+async def _original_expiry(session: AsyncSession, key: ApiKey) -> datetime | None:
+    """When `key` expires by its own lifetime, whatever grace deadline a rotation set.
+
+    A rotation moves the old key's `expires_at` to its grace deadline, and its
+    first successor inherits the lifetime it had; that successor may have been
+    rotated in turn, so the lifetime is kept by the last key of the chain of
+    first successors.
+    """
+    while True:
+        first_successor = await session.scalar(
+            select(ApiKey).where(ApiKey.rotated_from_id == key.id).order_by(ApiKey.id).limit(1)
+        )
+        if first_successor is None:
+            return key.expires_at
+        key = first_successor
 
 
 async def find_live(session: AsyncSession, *, secret: str) -> ApiKey | None:
