@@ -81,14 +81,38 @@ def pg_template() -> Iterator[str]:
 @pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A freshly migrated, empty database of each backend."""
-    if request.param == "sqlite":
-        path = tmp_path / "reviewpoint.db"
+    with migrated_database(request, tmp_path, request.param) as url:
+        yield url
+
+
+@contextmanager
+def migrated_database(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str, file_name: str = "reviewpoint.db"
+) -> Iterator[str]:
+    """A copy of the migrated template of `backend`, dropped (PostgreSQL) on exit."""
+    if backend == "sqlite":
+        path = tmp_path / file_name
         shutil.copy(request.getfixturevalue("sqlite_template"), path)
         yield f"sqlite+aiosqlite:///{path}"
         return
-    template = request.getfixturevalue("pg_template")
+    with _pg_database(template=request.getfixturevalue("pg_template")) as url:
+        yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no tables at all: a SQLite path not yet created, an empty PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+        return
+    with _pg_database(template=None) as url:
+        yield url
+
+
+@contextmanager
+def _pg_database(*, template: str | None) -> Iterator[str]:
     name = f"rvp_test_{uuid.uuid4().hex[:12]}"
-    pg_execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    pg_execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     try:
         yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
     finally:

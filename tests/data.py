@@ -31,6 +31,20 @@ USER_PUBLIC_FIELDS = {
     "updated_at",
     "last_login_at",
 }
+# What the API shows of an API key: never the secret or its digest.
+API_KEY_PUBLIC_FIELDS = {
+    "id",
+    "name",
+    "prefix",
+    "scopes",
+    "created_by",
+    "created_by_email",
+    "created_at",
+    "last_used_at",
+    "expires_at",
+    "revoked_at",
+    "rotated_from_id",
+}
 # Every user made by `insert_users` or `insert_user` has this password.
 BULK_PASSWORD = "bulk-user-password"
 _BULK_HASH = security.hash_password(BULK_PASSWORD)

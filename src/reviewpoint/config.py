@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     # Unset is not "dev": about secrets it is as strict as prod (see signing_secret).
     env: Literal["dev", "test", "prod"] | None = None
     db_url: str = "sqlite+aiosqlite:///./reviewpoint.db"
+    # Where exports read, e.g. a streaming replica; unset: the primary (db_url).
+    # Everything else, credential checks of exports included, uses the primary.
+    export_db_url: str | None = None
     # No default: a secret in the code is a secret anyone can sign tokens with.
     jwt_secret_key: SecretStr | None = None
     access_token_expire_minutes: int = Field(default=30, gt=0, le=60 * 24 * 30)
@@ -127,10 +130,12 @@ class Settings(BaseSettings):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
 
-    @field_validator("db_url")
+    @field_validator("db_url", "export_db_url")
     @classmethod
-    def _known_driver(cls, value: str) -> str:
-        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+    def _known_driver(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(
+            ("sqlite+aiosqlite://", "postgresql+asyncpg://")
+        ):
             raise ValueError(
                 "must start with sqlite+aiosqlite:// or postgresql+asyncpg:// "
                 f"(got {value.split('://', 1)[0]}://...)"
@@ -163,6 +168,19 @@ class Settings(BaseSettings):
                     f"REVIEWPOINT_FEATURES names unknown feature(s) {', '.join(unknown)}; "
                     f"known: {', '.join(FEATURES)}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _export_database_like_the_primary(self) -> Settings:
+        # Pools, timeouts and the export's SQL are chosen for the primary's kind: a
+        # replica is of the same kind (PostgreSQL streams to PostgreSQL).
+        if self.export_db_url is not None and self.export_db_url.startswith(
+            "sqlite"
+        ) != self.db_url.startswith("sqlite"):
+            raise ValueError(
+                "REVIEWPOINT_EXPORT_DB_URL must use the same database as REVIEWPOINT_DB_URL "
+                "(both sqlite+aiosqlite:// or both postgresql+asyncpg://)"
+            )
         return self
 
     @model_validator(mode="after")

@@ -135,6 +135,11 @@ class Database:
     themselves. Nothing holds a connection from one pool while it waits for the
     other: credentials are checked in a short request transaction that ends
     before the export's snapshot opens.
+
+    With `export_db_url` set, the export pool connects there (a replica);
+    everything else stays on the primary. Readiness then also checks the replica,
+    on one connection of its own: through the export pool a probe would wait
+    behind running exports and report a busy server as down.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -155,7 +160,7 @@ class Database:
         # A snapshot may idle while its client reads, but never outlive the
         # export's own time limit, even if this process wedges.
         self.export_engine = create_engine(
-            settings.db_url,
+            settings.export_db_url or settings.db_url,
             pool_size=export_pool,
             max_overflow=0,
             pool_timeout=settings.db_pool_timeout,
@@ -166,6 +171,16 @@ class Database:
                 if postgres
                 else {}
             ),
+        )
+        self.replica_probe = (
+            None
+            if settings.export_db_url is None
+            else create_engine(
+                settings.export_db_url,
+                pool_size=1,
+                max_overflow=0,
+                pool_timeout=settings.db_pool_timeout,
+            )
         )
         self._background: dict[str, asyncio.Task[None]] = {}
         self._writes = async_sessionmaker(self.engine, expire_on_commit=False)
@@ -187,13 +202,17 @@ class Database:
         self._background[name] = task
         task.add_done_callback(lambda _: self._background.pop(name, None))
 
-    async def ping(self) -> None:
-        """One round trip on a request connection, outside any transaction.
+    async def ping(self, *, replica: bool = False) -> None:
+        """One round trip to the primary on a request connection (with `replica`,
+        to the replica on its probe connection), outside any transaction.
 
         Readiness probes come every few seconds from every balancer: through the
         driver directly they cost one query instead of BEGIN, SELECT, ROLLBACK.
         """
-        async with self.engine.connect() as connection:
+        engine = self.replica_probe if replica else self.engine
+        if engine is None:
+            raise ValueError("no replica configured (REVIEWPOINT_EXPORT_DB_URL)")
+        async with engine.connect() as connection:
             driver = (await connection.get_raw_connection()).driver_connection
             if isinstance(driver, asyncpg.Connection):
                 await driver.fetchval("SELECT 1")
@@ -214,6 +233,8 @@ class Database:
             await asyncio.wait(self._background.values(), timeout=BACKGROUND_GRACE_SECONDS)
         await self.engine.dispose()
         await self.export_engine.dispose()
+        if self.replica_probe is not None:
+            await self.replica_probe.dispose()
 
 
 def get_database(request: Request) -> Database:

@@ -11,7 +11,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 
-from reviewpoint.db import DatabaseDep
+from reviewpoint.db import Database, DatabaseDep
 from reviewpoint.errors import BUSY_RETRY_AFTER, ServiceUnavailable
 
 router = APIRouter(prefix="/api/v1/health", tags=["Health"])
@@ -37,13 +37,34 @@ async def live() -> HealthStatus:
     return HealthStatus()
 
 
-@router.get("/ready", responses={503: {"description": "Database unreachable"}})
+@router.get(
+    "/ready",
+    responses={
+        503: {
+            "description": "The database, or the export replica when "
+            "`REVIEWPOINT_EXPORT_DB_URL` is set, is unreachable; the detail names which"
+        }
+    },
+)
 async def ready(database: DatabaseDep) -> HealthStatus:
-    """The request pool answers: the one exports can never exhaust."""
+    """The request pool answers (the one exports can never exhaust) and so does the
+    export replica, if one is configured."""
+    checks = [("database", False)]
+    if database.replica_probe is not None:
+        checks.append(("export replica", True))
+    down = [name for name, replica in checks if not await _answers(database, replica=replica)]
+    if down:
+        raise ServiceUnavailable(
+            f"{' and '.join(down)} unreachable".capitalize(), retry_after=BUSY_RETRY_AFTER
+        )
+    return HealthStatus()
+
+
+async def _answers(database: Database, *, replica: bool) -> bool:
     try:
-        await database.ping()
+        await database.ping(replica=replica)
     except DATABASE_ERRORS as error:
         # Only the database's failures: a bug here should be a 500, not "not ready".
-        log.warning("not ready: %r", error)
-        raise ServiceUnavailable("Database unreachable", retry_after=BUSY_RETRY_AFTER) from None
-    return HealthStatus()
+        log.warning("not ready: %s %r", "export replica" if replica else "database", error)
+        return False
+    return True

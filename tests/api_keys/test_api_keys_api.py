@@ -15,32 +15,12 @@ from sqlalchemy import text
 
 from reviewpoint.config import Settings
 from reviewpoint.db import create_engine
+from tests.data import API_KEY_PUBLIC_FIELDS as PUBLIC_FIELDS
 from tests.data import bearer_headers, create_api_key, insert_user
 
 API_KEYS = "/api/v1/api-keys"
 EXPORT_FULL = "/api/v1/users/export-full"
 SECRET_FORMAT = re.compile(r"rvp_([0-9a-f]{12})_[0-9A-Za-z]{43}")
-PUBLIC_FIELDS = {
-    "id",
-    "name",
-    "prefix",
-    "scopes",
-    "created_by",
-    "created_at",
-    "last_used_at",
-    "expires_at",
-    "revoked_at",
-}
-
-
-@pytest.fixture
-def admin_id(db_url: str) -> int:
-    return insert_user(db_url, "admin@example.com", is_admin=True)
-
-
-@pytest.fixture
-def admin(settings: Settings, admin_id: int) -> dict[str, str]:
-    return bearer_headers(settings, admin_id)
 
 
 def _new_key(**fields: object) -> dict[str, object]:
@@ -80,9 +60,11 @@ def test_create_api_key_is_201_with_the_secret_in_the_documented_format(
     assert body["name"] == "nightly sync"
     assert body["scopes"] == ["users:export_full"]
     assert body["created_by"] == admin_id
+    assert body["created_by_email"] == "admin@example.com"
     assert body["last_used_at"] is None
     assert body["expires_at"] is None
     assert body["revoked_at"] is None
+    assert body["rotated_from_id"] is None
 
 
 def test_created_secret_works_as_an_export_key(client: TestClient, admin: dict[str, str]) -> None:
@@ -188,8 +170,21 @@ def test_list_api_keys_includes_keys_made_outside_the_api(
 ) -> None:
     key_id, _ = create_api_key(db_url, ["users:export"], name="from the cli")
     listed = client.get(API_KEYS, headers=admin).json()
-    assert [(key["id"], key["name"], key["created_by"]) for key in listed] == [
-        (key_id, "from the cli", None)
+    assert [
+        (key["id"], key["name"], key["created_by"], key["created_by_email"]) for key in listed
+    ] == [(key_id, "from the cli", None, None)]
+
+
+def test_list_api_keys_names_the_admin_who_created_each_key(
+    client: TestClient, db_url: str, settings: Settings, admin: dict[str, str], admin_id: int
+) -> None:
+    other_id = insert_user(db_url, "second.admin@example.com", is_admin=True)
+    client.post(API_KEYS, json=_new_key(name="first"), headers=admin)
+    client.post(API_KEYS, json=_new_key(name="second"), headers=bearer_headers(settings, other_id))
+    listed = client.get(API_KEYS, headers=admin).json()
+    assert [(key["name"], key["created_by"], key["created_by_email"]) for key in listed] == [
+        ("first", admin_id, "admin@example.com"),
+        ("second", other_id, "second.admin@example.com"),
     ]
 
 
@@ -219,14 +214,16 @@ def test_revoked_key_stops_working(client: TestClient, admin: dict[str, str]) ->
     assert "WWW-Authenticate" in response.headers
 
 
-def test_revoking_twice_keeps_the_first_revocation_time(
+def test_revoking_twice_is_409_saying_since_when_and_keeps_the_first_revocation(
     client: TestClient, admin: dict[str, str]
 ) -> None:
     key_id = client.post(API_KEYS, json=_new_key(), headers=admin).json()["id"]
     first = client.delete(f"{API_KEYS}/{key_id}", headers=admin).json()["revoked_at"]
     again = client.delete(f"{API_KEYS}/{key_id}", headers=admin)
-    assert again.status_code == 200
-    assert again.json()["revoked_at"] == first
+    assert again.status_code == 409
+    since = datetime.fromisoformat(first).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert again.json() == {"detail": f"API key {key_id} is already revoked (since {since})"}
+    assert client.get(API_KEYS, headers=admin).json()[0]["revoked_at"] == first
 
 
 def test_revoking_an_unknown_key_is_404(client: TestClient, admin: dict[str, str]) -> None:

@@ -3,9 +3,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import ForeignKey, Integer, String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from reviewpoint.db import Base, UTCDateTime, utcnow
+from reviewpoint.users.models import User
 
 
 class ApiKey(Base):
@@ -23,7 +24,23 @@ class ApiKey(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The key a rotation replaced (migration 0004).
+    rotated_from_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL")
+    )
+
+    # Loaded only where a listing asks for it (`service.WITH_CREATOR`): checking a
+    # presented secret must stay one indexed lookup, and "raise" makes a forgotten
+    # load fail in tests instead of issuing a hidden query.
+    creator: Mapped[User | None] = relationship(lazy="raise")
 
     @property
     def scope_list(self) -> list[str]:
         return self.scopes.split()
+
+    @property
+    def created_by_email(self) -> str | None:
+        return self.creator.email if self.creator is not None else None
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now

@@ -1,11 +1,15 @@
-"""Admins issue and revoke export API keys over HTTP (the CLI does the same)."""
+"""Admins issue, list, rotate and revoke export API keys over HTTP (the CLI does the same)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Body, status
 
 from reviewpoint.api_keys import service
-from reviewpoint.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic
+from reviewpoint.api_keys.models import ApiKey
+from reviewpoint.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, ApiKeyRotate
 from reviewpoint.auth.deps import CurrentAdmin
 from reviewpoint.db import Session
 from reviewpoint.inputs import RowId
@@ -20,6 +24,10 @@ router = APIRouter(
 )
 
 
+def _created(key: ApiKey, secret: str) -> ApiKeyCreated:
+    return ApiKeyCreated(**ApiKeyPublic.model_validate(key).model_dump(), secret=secret)
+
+
 @router.post("", status_code=status.HTTP_201_CREATED)
 async def create_api_key(
     session: Session, admin: CurrentAdmin, data: ApiKeyCreate
@@ -31,15 +39,48 @@ async def create_api_key(
         expires_in_days=data.expires_in_days,
         created_by=admin.id,
     )
-    public = ApiKeyPublic.model_validate(key)
-    return ApiKeyCreated(**public.model_dump(), secret=secret)
+    return _created(key, secret)
 
 
-@router.get("")
+@router.get("", description="Every key by id, revoked and expired ones included; never a secret.")
 async def list_api_keys(session: Session, admin: CurrentAdmin) -> list[ApiKeyPublic]:
     return [ApiKeyPublic.model_validate(key) for key in await service.list_all(session)]
 
 
-@router.delete("/{key_id:int}", responses={404: {"description": "No such key"}})
+@router.post(
+    "/{key_id:int}/rotate",
+    status_code=status.HTTP_201_CREATED,
+    description=(
+        "Issue a new key with the old one's name, scopes and expiry (not a grace "
+        "deadline an earlier rotation set), with `rotated_from_id` naming the old "
+        "key; its secret is shown only in this response. The old key keeps working "
+        "for `grace_minutes` (default 60, 0 = it stops at once, at most 10080), or "
+        "until its own expiry if that comes first. Rotating the same key again is "
+        "allowed and never extends that deadline."
+    ),
+    responses={
+        404: {"description": "No such key"},
+        409: {"description": "The key is revoked or expired: issue a new one instead"},
+    },
+)
+async def rotate_api_key(
+    session: Session,
+    admin: CurrentAdmin,
+    key_id: RowId,
+    data: Annotated[ApiKeyRotate | None, Body()] = None,
+) -> ApiKeyCreated:
+    grace = timedelta(minutes=(data or ApiKeyRotate()).grace_minutes)
+    _, new, secret = await service.rotate(session, key_id=key_id, grace=grace, rotated_by=admin.id)
+    return _created(new, secret)
+
+
+@router.delete(
+    "/{key_id:int}",
+    description="Revoke at once: requests with the key get 401 from now on.",
+    responses={
+        404: {"description": "No such key"},
+        409: {"description": "Already revoked; the detail says since when"},
+    },
+)
 async def revoke_api_key(session: Session, admin: CurrentAdmin, key_id: RowId) -> ApiKeyPublic:
     return ApiKeyPublic.model_validate(await service.revoke(session, key_id=key_id))

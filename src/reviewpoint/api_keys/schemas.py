@@ -9,12 +9,24 @@ from reviewpoint.inputs import InputModel
 
 Scope = Literal["users:export", "users:export_full"]
 SCOPES: tuple[Scope, ...] = ("users:export", "users:export_full")
+# How long a rotated key keeps working unless told otherwise, and at most (a week).
+DEFAULT_GRACE_MINUTES = 60
+MAX_GRACE_MINUTES = 7 * 24 * 60
 
 
 class ApiKeyCreate(InputModel):
     name: str = Field(min_length=1, max_length=128)
     scopes: list[Scope] = Field(min_length=1)
     expires_in_days: int | None = Field(default=None, gt=0, le=3650)
+
+
+class ApiKeyRotate(InputModel):
+    grace_minutes: int = Field(
+        default=DEFAULT_GRACE_MINUTES,
+        ge=0,
+        le=MAX_GRACE_MINUTES,
+        description="How long the old secret keeps working; 0 stops it at once.",
+    )
 
 
 class ApiKeyPublic(BaseModel):
@@ -24,11 +36,15 @@ class ApiKeyPublic(BaseModel):
     name: str
     prefix: str
     scopes: list[str]
-    created_by: int | None
+    created_by: int | None = Field(
+        description="The admin who issued the key; null for keys made with the CLI."
+    )
+    created_by_email: str | None = Field(description="That admin's email, when known.")
     created_at: datetime
-    last_used_at: datetime | None
+    last_used_at: datetime | None = Field(description="Kept to the minute.")
     expires_at: datetime | None
     revoked_at: datetime | None
+    rotated_from_id: int | None = Field(description="The key this one replaced by rotation.")
 
     @field_validator("scopes", mode="before")
     @classmethod
@@ -38,6 +54,6 @@ class ApiKeyPublic(BaseModel):
 
 
 class ApiKeyCreated(ApiKeyPublic):
-    """Returned once, at creation: the secret is never stored or shown again."""
+    """Returned once, at creation or rotation: the secret is never stored or shown again."""
 
     secret: str

@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Column, Table
-from rich.text import Text
 
 from reviewpoint.api_keys import service as api_keys
-from reviewpoint.api_keys.schemas import SCOPES, ApiKeyCreate, Scope
+from reviewpoint.api_keys.models import ApiKey
+from reviewpoint.api_keys.schemas import (
+    DEFAULT_GRACE_MINUTES,
+    MAX_GRACE_MINUTES,
+    SCOPES,
+    ApiKeyCreate,
+    ApiKeyPublic,
+    Scope,
+)
 from reviewpoint.cli.console import (
+    TIMESTAMP_WIDTH,
+    JsonFlag,
+    RowIdArgument,
+    column,
     current_settings,
     err,
     fail,
     one_line_errors,
-    out,
+    print_json,
+    print_table,
     run,
     validated,
     when,
 )
-from reviewpoint.db import standalone_session
+from reviewpoint.db import standalone_session, utcnow
 
 app = typer.Typer(help="Export API keys.", no_args_is_help=True)
 
@@ -60,43 +71,110 @@ def api_keys_create(
 
 @app.command("list")
 @one_line_errors
-def api_keys_list() -> None:
-    """List API keys (never their secrets)."""
+def api_keys_list(
+    as_json: JsonFlag = False,
+) -> None:
+    """List API keys, revoked and expired ones included (never a secret or digest)."""
 
-    async def rows() -> list[list[str]]:
+    async def listed() -> list[ApiKeyPublic]:
         async with standalone_session(current_settings().db_url) as session:
-            return [
-                [
-                    str(key.id),
-                    key.name,
-                    key.prefix,
-                    key.scopes,
-                    when(key.created_at),
-                    when(key.last_used_at),
-                    when(key.expires_at),
-                    when(key.revoked_at),
-                ]
-                for key in await api_keys.list_all(session)
-            ]
+            return [ApiKeyPublic.model_validate(key) for key in await api_keys.list_all(session)]
 
-    # The prefix identifies the key: never cut it short with "…", as rich does to
-    # columns of a table wider than the terminal.
-    prefix = Column("prefix", no_wrap=True, min_width=12)
-    table = Table("id", "name", prefix, "scopes", "created", "last used", "expires", "revoked")
-    for row in run(rows()):
-        table.add_row(*map(Text, row))
-    # Piped, rich assumes 80 columns and cuts values short; print them whole.
-    (out if out.is_terminal else Console(width=10_000)).print(table)
+    keys = run(listed())
+    if as_json:
+        print_json(keys)
+        return
+    now = utcnow()
+    print_table(
+        [
+            column("id"),
+            column("name"),
+            # The prefix identifies the key: it never wraps.
+            column("prefix", no_wrap=True, min_width=12),
+            column("scopes", min_width=len("users:export")),
+            column("created", min_width=TIMESTAMP_WIDTH),
+            column("last used", min_width=TIMESTAMP_WIDTH),
+            column("state", min_width=TIMESTAMP_WIDTH),
+        ],
+        (
+            [
+                str(key.id),
+                key.name,
+                key.prefix,
+                " ".join(key.scopes),
+                _provenance(key),
+                when(key.last_used_at),
+                _state(key, now),
+            ]
+            for key in keys
+        ),
+    )
+
+
+def _provenance(key: ApiKeyPublic) -> str:
+    """When, by whom (`cli` for keys made here) and, for a rotation, replacing which key."""
+    by = key.created_by_email or (f"user {key.created_by}" if key.created_by else "cli")
+    replacing = f", replacing {key.rotated_from_id}" if key.rotated_from_id else ""
+    return f"{when(key.created_at)} by {by}{replacing}"
+
+
+def _state(key: ApiKeyPublic, now: datetime) -> str:
+    if key.revoked_at is not None:
+        return f"revoked {when(key.revoked_at)}"
+    if key.expires_at is None:
+        return "live"
+    if key.expires_at <= now:
+        return f"expired {when(key.expires_at)}"
+    return f"live until {when(key.expires_at)}"
+
+
+@app.command("rotate")
+@one_line_errors
+def api_keys_rotate(
+    key_id: RowIdArgument,
+    grace_minutes: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=MAX_GRACE_MINUTES,
+            help="How long the old secret keeps working; 0 stops it at once.",
+        ),
+    ] = DEFAULT_GRACE_MINUTES,
+) -> None:
+    """Replace a key with a new one of the same name, scopes and expiry; prints the new
+    secret alone on stdout (shown only once)."""
+
+    async def rotate() -> tuple[ApiKey, ApiKey, str]:
+        async with standalone_session(current_settings().db_url) as session:
+            return await api_keys.rotate(
+                session, key_id=key_id, grace=timedelta(minutes=grace_minutes)
+            )
+
+    old, new, secret = run(rotate())
+    assert old.expires_at is not None  # a rotation always sets the old key's deadline
+    stops = "stops working now" if grace_minutes == 0 else f"works until {when(old.expires_at)}"
+    err.print(
+        f"rotated API key {old.id} '{old.name}' into key {new.id} ({new.prefix}); "
+        f"the old secret {stops}; store the new one now:",
+        highlight=False,
+    )
+    print(secret)
 
 
 @app.command("revoke")
 @one_line_errors
-def api_keys_revoke(key_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
-    """Revoke an API key at once; requests using it get 401."""
+def api_keys_revoke(key_id: RowIdArgument) -> None:
+    """Revoke an API key at once; requests using it get 401. A key already revoked is
+    left as it was, with a note (exit code 0)."""
 
     async def revoke() -> None:
         async with standalone_session(current_settings().db_url) as session:
             await api_keys.revoke(session, key_id=key_id)
 
-    run(revoke())
+    try:
+        run(revoke())
+    except api_keys.AlreadyRevoked as already:
+        # The key is dead, as asked: a script revoking it again has nothing to fix.
+        err.print(f"already revoked: {already.detail}", highlight=False)
+        return
     err.print(f"revoked API key {key_id}")

@@ -13,6 +13,7 @@ from reviewpoint.cli.console import (
     current_settings,
     one_line_errors,
 )
+from reviewpoint.cli.db import require_schema
 from reviewpoint.config import signing_secret
 from reviewpoint.logs import configure_logging, uvicorn_log_config
 from reviewpoint.metrics.multiprocess import worker_metrics_directory
@@ -26,13 +27,17 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
-    """Serve the HTTP API (run `reviewpoint db upgrade` first)."""
+    """Serve the HTTP API (run `reviewpoint db upgrade` first: it refuses a database
+    that was never migrated, or is behind this release)."""
     settings = current_settings()  # fail fast, in one line, before uvicorn starts workers
     configure_logging(settings.log_level, settings.log_format)
+    # Refused unless set, or env is dev or test.
+    secret = signing_secret(settings)
+    require_schema(settings.db_url)
     if settings.jwt_secret_key is None:
-        # Refused unless env is dev or test. Workers are separate processes that
-        # build their own app: they all read this one key from the environment.
-        os.environ["REVIEWPOINT_JWT_SECRET_KEY"] = signing_secret(settings)
+        # Workers are separate processes that build their own app: they all read
+        # this one key from the environment.
+        os.environ["REVIEWPOINT_JWT_SECRET_KEY"] = secret
         log.warning(
             "no REVIEWPOINT_JWT_SECRET_KEY: tokens are signed with a random key "
             "and stop working when this server stops"

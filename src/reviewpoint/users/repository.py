@@ -41,12 +41,14 @@ async def lock_active_admin_ids(session: AsyncSession) -> list[int]:
 
 
 async def list_live(
-    session: AsyncSession, *, offset: int, limit: int
+    session: AsyncSession, *, offset: int, limit: int, email: str | None = None
 ) -> tuple[Sequence[User], int]:
+    """A page of live users by id, and how many match in all; `email` as logins match it."""
+    where = [LIVE] if email is None else [LIVE, email_key(User.email) == email_key(email)]
     page = await session.scalars(
-        select(User).where(LIVE).order_by(User.id).offset(offset).limit(limit)
+        select(User).where(*where).order_by(User.id).offset(offset).limit(limit)
     )
-    count = await session.scalar(select(func.count()).select_from(User).where(LIVE))
+    count = await session.scalar(select(func.count()).select_from(User).where(*where))
     return page.all(), count or 0
 
 

@@ -11,7 +11,14 @@ from reviewpoint.db import Session
 from reviewpoint.errors import Conflict
 from reviewpoint.inputs import PageOffset, RowId
 from reviewpoint.users import service
-from reviewpoint.users.schemas import UserCreate, UserPublic, UsersPublic, UserUpdate
+from reviewpoint.users.schemas import (
+    MAX_PAGE_SIZE,
+    PAGE_SIZE,
+    UserCreate,
+    UserPublic,
+    UsersPublic,
+    UserUpdate,
+)
 
 router = APIRouter(
     prefix="/api/v1/users",
@@ -37,7 +44,7 @@ async def list_users(
     session: Session,
     admin: CurrentAdmin,
     offset: PageOffset = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = PAGE_SIZE,
 ) -> UsersPublic:
     page, count = await service.list_page(session, offset=offset, limit=limit)
     return UsersPublic(data=[UserPublic.model_validate(user) for user in page], count=count)

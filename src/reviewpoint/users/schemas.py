@@ -8,6 +8,9 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field
 from reviewpoint.inputs import InputModel
 from reviewpoint.users.models import NAME_MAX_LENGTH
 
+# Users per page of a listing (API and CLI): by default, and at most.
+PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 1024
 

@@ -69,9 +69,9 @@ async def get(session: AsyncSession, *, user_id: int) -> User:
 
 
 async def list_page(
-    session: AsyncSession, *, offset: int, limit: int
+    session: AsyncSession, *, offset: int, limit: int, email: str | None = None
 ) -> tuple[Sequence[User], int]:
-    return await repository.list_live(session, offset=offset, limit=limit)
+    return await repository.list_live(session, offset=offset, limit=limit, email=email)
 
 
 async def _keep_an_active_admin(session: AsyncSession, *, losing: User) -> None:
