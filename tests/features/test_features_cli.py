@@ -135,7 +135,7 @@ def test_a_database_that_cannot_be_opened_fails_in_one_line(tmp_path: Path, comm
     missing = f"sqlite+aiosqlite:///{tmp_path / 'no-such-directory' / 'reviewpoint.db'}"
     args = ["features", command] + ([] if command == "list" else ["users:export_alive"])
     line = one_line_error(cli(tmp_path, missing, *args))
-    assert line.startswith("error: database error: ")
+    assert line.startswith("error: cannot reach the database ")
 
 
 @pytest.mark.parametrize("command", ["list", *CHANGES])
@@ -145,8 +145,8 @@ def test_a_database_never_upgraded_fails_in_one_line_naming_the_table(
     never_upgraded = f"sqlite+aiosqlite:///{tmp_path / 'never-upgraded.db'}"
     args = ["features", command] + ([] if command == "list" else ["users:export_alive"])
     line = one_line_error(cli(tmp_path, never_upgraded, *args))
-    assert "database error" in line
     assert "feature_flags" in line
+    assert line.endswith("run `reviewpoint db upgrade`")
 
 
 def test_a_missing_name_is_a_one_line_usage_error(tmp_path: Path) -> None:
