@@ -43,6 +43,10 @@ VALID_ARGUMENTS: dict[Path_, list[str]] = {
     ("api-keys", "create"): ["--name", "nightly", "--scope", "users:export"],
     # Port 0: any free one. The demo only gets that far on a database it can use.
     ("demo",): ["--host", "127.0.0.1", "--port", "0"],
+    # A flag's name is checked against the catalogue before the database is read.
+    ("features", "enable"): ["users:export"],
+    ("features", "disable"): ["users:export"],
+    ("features", "reset"): ["users:export"],
 }
 # Commands that need no migrated database, and why.
 NO_SCHEMA_NEEDED: dict[Path_, str] = {
