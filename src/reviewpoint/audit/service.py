@@ -22,7 +22,8 @@ from reviewpoint.exports.attempt import ExportAttempt
 log = logging.getLogger("reviewpoint.audit")
 
 INTERRUPTED = "interrupted (server stopped)"
-# An attempt the server gave up on has no other explanation (exports/attempt.py).
+# An `aborted` attempt without a detail: the server names its own cut-offs (send
+# timeout, time limit), so the client hung up (exports/attempt.py, stream.py).
 CLIENT_GONE = "the client disconnected"
 # How long past REVIEWPOINT_EXPORT_MAX_SECONDS a live export may still be
 # `running`: its first chunk may take one statement timeout before the clock
