@@ -13,6 +13,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     Table,
+    and_,
     false,
     true,
 )
@@ -92,10 +93,12 @@ Index(
     postgresql_where=User.is_deleted == false(),
 )
 
+_LIVE = User.is_deleted == false()
 # Live users in id order: what every export reads (see the 0002 migration).
-Index(
-    "ix_users_live_id",
-    User.id,
-    sqlite_where=User.is_deleted == false(),
-    postgresql_where=User.is_deleted == false(),
-)
+Index("ix_users_live_id", User.id, sqlite_where=_LIVE, postgresql_where=_LIVE)
+# The export filters' indexes (see the 0006 migration): created_after/_before,
+# updated_since and is_admin=true over live users.
+Index("ix_users_live_created_at", User.created_at, sqlite_where=_LIVE, postgresql_where=_LIVE)
+Index("ix_users_live_updated_at", User.updated_at, sqlite_where=_LIVE, postgresql_where=_LIVE)
+_LIVE_ADMIN = and_(_LIVE, User.is_admin == true())
+Index("ix_users_live_admins", User.id, sqlite_where=_LIVE_ADMIN, postgresql_where=_LIVE_ADMIN)
