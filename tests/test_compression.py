@@ -62,8 +62,11 @@ def _raw(
         (EXPORT_MINIMAL, {}),
         (EXPORT_FULL, {}),
         (EXPORT_FULL, {"cursor": cursor.encode(0)}),
+        (EXPORT_FULL, {"format": "ndjson"}),
+        (EXPORT_MINIMAL, {"format": "json"}),
+        (EXPORT_FULL, {"format": "ndjson", "cursor": cursor.encode(0)}),
     ],
-    ids=["minimal", "full", "full-sync"],
+    ids=["minimal", "full", "full-sync", "full-ndjson", "minimal-json", "sync-ndjson"],
 )
 def test_a_gzipped_export_decompresses_to_the_plain_bytes(
     client: TestClient,
@@ -92,9 +95,21 @@ def test_a_gzipped_export_keeps_its_headers_and_says_it_varies(
     assert headers["x-request-id"] == "gz-1"
     assert headers["cache-control"] == "no-store"
     assert cursor.HEADER in headers
+    assert headers["x-export-rows"] == "3000"
     assert "RateLimit" in headers
     # A length would be the compressed one, unknown until the end: the body is chunked.
     assert "content-length" not in headers
+
+
+def test_an_xlsx_export_is_never_gzipped_it_is_a_zip_already(
+    client: TestClient, users: None, full_key: dict[str, str]
+) -> None:
+    response, body = _raw(client, EXPORT_FULL, {**full_key, **GZIP}, format="xlsx")
+    assert response.status_code == 200
+    assert "content-encoding" not in response.headers
+    assert body.startswith(b"PK\x03\x04")
+    assert response.headers["x-export-rows"] == "3000"
+    assert cursor.HEADER in response.headers
 
 
 def test_an_uncompressed_export_also_says_it_varies(

@@ -16,7 +16,8 @@ from reviewpoint.config import Settings
 from reviewpoint.db import create_engine, standalone_session
 from reviewpoint.exports import cursor
 from reviewpoint.exports.attempt import ExportAttempt
-from reviewpoint.exports.encoders import FULL, CsvEncoder
+from reviewpoint.exports.columns import FULL
+from reviewpoint.exports.formats.csv import CsvEncoder
 from reviewpoint.main import create_app
 from reviewpoint.users.models import User
 from reviewpoint.users.seed import seed_users

@@ -25,7 +25,8 @@ from reviewpoint import security
 from reviewpoint.config import Settings
 from reviewpoint.db import create_engine, utcnow
 from reviewpoint.exports import cursor
-from reviewpoint.exports.encoders import FULL, format_cell
+from reviewpoint.exports.columns import FULL
+from reviewpoint.exports.formats.csv import format_cell
 from reviewpoint.users.models import User
 from tests.conftest import BACKENDS, LiveServer
 from tests.data import create_api_key, insert_users

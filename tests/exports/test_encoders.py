@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from reviewpoint.exports.encoders import FULL, MINIMAL, CsvEncoder, guard_formula
+from reviewpoint.exports.columns import FULL, MINIMAL
+from reviewpoint.exports.formats.csv import CsvEncoder, guard_formula
 
 
 def test_header_ends_with_crlf() -> None:

@@ -14,43 +14,13 @@ from sqlalchemy import select
 
 from reviewpoint.config import Settings
 from reviewpoint.db import standalone_session
-from reviewpoint.exports.encoders import FULL, MINIMAL, CsvEncoder, ExportSpec
+from reviewpoint.exports.columns import FULL, MINIMAL, ExportSpec
+from reviewpoint.exports.formats.base import Options
+from reviewpoint.exports.formats.csv import BOM, CsvEncoder
 from reviewpoint.main import create_app
 from reviewpoint.users.models import User
 from tests.data import create_api_key, create_user, insert_users
-
-HOSTILE_NAMES = [
-    "Doe, Jane",
-    'Ann "Nancy" O\'Neil',
-    "Line one\nline two",
-    "Carriage\rreturn",
-    "Windows\r\nbreak",
-    "Zoë Ærøskøbing",
-    "مستخدم تجريبي",  # right-to-left
-    "\u202eevil\u202c override",
-    "用户 🚀👩‍👩‍👧",
-    "=1+1",
-    "+SUM(A1:A2)",
-    "-2+3",
-    "@cmd",
-    "\tTabbed",
-    "\rLeading CR",
-    '=HYPERLINK("http://example.com","x")',
-    "",
-    None,
-    "   spaced   ",
-    "trailing comma,",
-    '"',
-    "''already quoted",
-    "back\\slash",
-    # Aimed at the PostgreSQL path, which ends records by rewriting `,"<CR>"<LF>`
-    # and relies on COPY's quoting: none of these may be mistaken for a record end.
-    'x,"\r"\n',
-    '"\r"',
-    "ends in CR\r",
-    "ends in LF\n",
-    "\\.",
-]
+from tests.exports.hostile import HOSTILE_NAMES
 
 
 def _rows(body: bytes) -> list[list[str]]:
@@ -62,7 +32,9 @@ def full_key(db_url: str) -> dict[str, str]:
     return {"X-API-Key": create_api_key(db_url, ["users:export_full"])[1]}
 
 
-def _reference(db_url: str, spec: ExportSpec, email: str | None = None) -> bytes:
+def _reference(
+    db_url: str, spec: ExportSpec, email: str | None = None, options: Options = Options()
+) -> bytes:
     """The export as the plain-Python encoder writes it from ORM objects."""
 
     async def load() -> list[User]:
@@ -73,7 +45,7 @@ def _reference(db_url: str, spec: ExportSpec, email: str | None = None) -> bytes
     users = asyncio.run(load())
     if email is not None:
         users = [user for user in users if user.email.lower() == email.lower()]
-    encoder = CsvEncoder(spec)
+    encoder = CsvEncoder(spec, options)
     rows = [{name: getattr(user, name) for name, _ in spec.columns} for user in users]
     return encoder.header() + encoder.rows(rows)
 
@@ -235,8 +207,78 @@ def test_format_csv_is_case_insensitive(client: TestClient, full_key: dict[str, 
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("value", ["json", "xlsx", "", "csv "])
-def test_other_formats_are_400(client: TestClient, full_key: dict[str, str], value: str):
-    response = client.get("/api/v1/users/export", params={"format": value}, headers=full_key)
+@pytest.mark.parametrize("path", ["/api/v1/users/export", "/api/v1/users/export-full"])
+@pytest.mark.parametrize("value", ["xml", "xls", "", "csv ", "json5"])
+def test_unknown_formats_are_400_listing_the_supported_ones(
+    client: TestClient, full_key: dict[str, str], path: str, value: str
+):
+    response = client.get(path, params={"format": value}, headers=full_key)
     assert response.status_code == 400
-    assert response.json() == {"detail": "Unsupported format. Only 'csv' is supported."}
+    assert response.json() == {
+        "detail": f"Unsupported format {value!r}. Supported: 'csv', 'ndjson', 'json', 'xlsx'."
+    }
+
+
+# --- spreadsheet options ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/api/v1/users/export", "/api/v1/users/export-full"])
+def test_bom_true_prepends_a_utf8_byte_order_mark_and_changes_nothing_else(
+    client: TestClient, db_url: str, full_key: dict[str, str], path: str
+):
+    insert_users(db_url, [(f"h{n}@example.com", name) for n, name in enumerate(HOSTILE_NAMES)])
+    plain = client.get(path, headers=full_key).content
+    marked = client.get(path, params={"bom": "true"}, headers=full_key).content
+    assert BOM == b"\xef\xbb\xbf"
+    assert marked == BOM + plain
+    assert client.get(path, params={"bom": "false"}, headers=full_key).content == plain
+
+
+@pytest.mark.parametrize("connections", [1, 3])
+@pytest.mark.parametrize("spec", [MINIMAL, FULL], ids=["minimal", "full"])
+def test_excel_safe_false_leaves_text_unguarded_as_the_reference_does(
+    settings: Settings, db_url: str, full_key: dict[str, str], spec: ExportSpec, connections: int
+):
+    insert_users(db_url, [(f"h{n}@example.com", name) for n, name in enumerate(HOSTILE_NAMES)])
+    # Unguarded, a name can be exactly CR: it must not pass for PostgreSQL's record end.
+    insert_users(db_url, [("cr@example.com", "\r"), ("crlf@example.com", "\r\n")])
+    insert_users(db_url, [("=formula@example.com", "x"), ("-minus@example.com", "y")])
+    changes = {"export_chunk_rows": 7, "export_connections": connections}
+    path = "/api/v1/users/export" if spec is MINIMAL else "/api/v1/users/export-full"
+    with TestClient(create_app(settings.model_copy(update=changes))) as client:
+        body = client.get(path, params={"excel_safe": "false"}, headers=full_key).content
+    assert body == _reference(db_url, spec, options=Options(excel_safe=False))
+    rows = _rows(body)[1:]
+    assert [row[2] for row in rows][: len(HOSTILE_NAMES)] == [name or "" for name in HOSTILE_NAMES]
+    assert [row[1] for row in rows][-2:] == ["=formula@example.com", "-minus@example.com"]
+
+
+def test_excel_safe_true_is_the_default(client: TestClient, db_url: str, full_key: dict[str, str]):
+    insert_users(db_url, [("=x@example.com", "=1+1")])
+    guarded = client.get("/api/v1/users/export", headers=full_key).content
+    explicit = client.get("/api/v1/users/export", params={"excel_safe": "true"}, headers=full_key)
+    assert explicit.content == guarded
+    assert _rows(guarded)[1][1:] == ["'=x@example.com", "'=1+1"]
+
+
+@pytest.mark.parametrize("format_name", ["ndjson", "json", "xlsx"])
+@pytest.mark.parametrize(
+    ("option", "value"), [("bom", "true"), ("excel_safe", "false")], ids=["bom", "excel_safe"]
+)
+def test_csv_options_on_another_format_are_400(
+    client: TestClient, full_key: dict[str, str], format_name: str, option: str, value: str
+):
+    params = {"format": format_name, option: value}
+    response = client.get("/api/v1/users/export-full", params=params, headers=full_key)
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": f"'{option}={value}' applies to format 'csv' only, not to '{format_name}'."
+    }
+
+
+@pytest.mark.parametrize("format_name", ["ndjson", "json", "xlsx"])
+def test_csv_options_at_their_defaults_are_accepted_on_any_format(
+    client: TestClient, full_key: dict[str, str], format_name: str
+):
+    params = {"format": format_name, "bom": "false", "excel_safe": "true"}
+    assert client.get("/api/v1/users/export", params=params, headers=full_key).status_code == 200

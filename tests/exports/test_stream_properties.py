@@ -16,18 +16,17 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import logging
 import re
 import socket
 import sqlite3
 import sys
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
-import asyncpg
 import httpx
 import pytest
 from sqlalchemy import Executable, func, select, text, update
@@ -39,12 +38,12 @@ from reviewpoint.exports import query
 from reviewpoint.users.models import User
 from tests.conftest import BACKENDS, LiveServer, eventually, pg_execute
 from tests.data import create_api_key, insert_users
+from tests.exports.live import SMALL_BUFFER, app_backends
 
 EXPORT_FULL = "/api/v1/users/export-full"
 EXPORT_MINIMAL = "/api/v1/users/export"
 FULL_HEADER = b"id,email,name,created_at,updated_at,is_active,is_admin\r\n"
 CHUNK_ROWS = 100
-SMALL_BUFFER = 32 * 1024
 NAMES = (
     "Plain {i}",
     "Doe, Jane {i}",
@@ -91,32 +90,6 @@ def full_key(db_url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def tight_server(live_server: LiveServer) -> LiveServer:
-    """The live server, its accepted connections with a small kernel send buffer."""
-    live_server.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
-    return live_server
-
-
-@pytest.fixture
-def tight_client(tight_server: LiveServer) -> Iterator[httpx.Client]:
-    """A client with a small receive buffer: the server can run only ~200 kB ahead of it.
-
-    It asks for the body uncompressed, so the raw bytes are the CSV itself and the
-    buffers hold what the tests expect (gzip: tests/test_compression.py).
-    """
-    transport = httpx.HTTPTransport(
-        socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)]
-    )
-    with httpx.Client(
-        base_url=tight_server.url,
-        transport=transport,
-        timeout=20,
-        headers={"Accept-Encoding": "identity"},
-    ) as client:
-        yield client
-
-
-@pytest.fixture
 def fetched(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How far each chunk read reaches (its last id; open-ended: sys.maxsize), recorded
     when the read starts, so reads in flight count. Changes nothing."""
@@ -132,23 +105,6 @@ def fetched(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
         monkeypatch.setattr(reader, "read", recording)
     return seen
-
-
-@pytest.fixture
-def app_log(live_server: LiveServer) -> Iterator[io.StringIO]:
-    """The lines the app's own log handler writes (its format, with request ids)."""
-    buffer = io.StringIO()
-    handlers = [
-        handler
-        for handler in logging.getLogger("reviewpoint").handlers
-        if isinstance(handler, logging.StreamHandler)
-    ]
-    assert handlers, "create_app should have configured a log handler"
-    previous = [handler.setStream(buffer) for handler in handlers]
-    yield buffer
-    for handler, stream_before in zip(handlers, previous, strict=True):
-        if stream_before is not None:
-            handler.setStream(stream_before)
 
 
 # --- helpers -----------------------------------------------------------------------
@@ -200,30 +156,6 @@ def _live_ids(db_url: str) -> list[int]:
     return asyncio.run(run())
 
 
-def _pg_fetch(db_url: str, sql: str) -> list[asyncpg.Record]:
-    """Rows of one query, on a plain asyncpg connection to the test's database."""
-    dsn = make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-    async def run() -> list[asyncpg.Record]:
-        connection = await asyncpg.connect(dsn)
-        try:
-            return list(await connection.fetch(sql))
-        finally:
-            await connection.close()
-
-    return asyncio.run(run())
-
-
-def _app_backends(db_url: str) -> list[asyncpg.Record]:
-    """The app's PostgreSQL connections that are inside a transaction or running a query."""
-    return _pg_fetch(
-        db_url,
-        "SELECT pid, state, query FROM pg_stat_activity "
-        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-        "AND (state = 'active' OR state LIKE 'idle in transaction%')",
-    )
-
-
 def _rows(body: bytes) -> list[list[str]]:
     return list(csv.reader(io.StringIO(body.decode("utf-8"), newline="")))
 
@@ -273,6 +205,7 @@ def test_export_is_one_snapshot_while_writers_commit(
     headers = {**full_key, "X-Request-ID": "snapshot-under-writes-1"}
     with tight_client.stream("GET", EXPORT_FULL, headers=headers) as response:
         assert response.status_code == 200
+        counted = int(response.headers["X-Export-Rows"])
         pieces = response.iter_raw()
         head = _read_at_least(pieces, 64 * 1024)
 
@@ -309,6 +242,7 @@ def test_export_is_one_snapshot_while_writers_commit(
     assert set(exported) == set(_ids(before_rows)), "rows missing, or rows added after the start"
     assert rows == before_rows, "rows changed after the start show new values"
     assert body == before
+    assert counted == len(exported), "the count is not the snapshot's"
 
     # The writes did commit: a new export sees them.
     after = {row[0]: row for row in _rows(_download(tight_client, full_key))[1:]}
@@ -369,7 +303,7 @@ def test_aborted_downloads_release_their_snapshot(
     assert "completed" not in app_log.getvalue()
     assert "failed" not in app_log.getvalue()
     if _is_postgresql(db_url):
-        assert eventually(lambda: not _app_backends(db_url)), _app_backends(db_url)
+        assert eventually(lambda: not app_backends(db_url)), app_backends(db_url)
     else:
         # No reader holds an old snapshot: a writer commits and the WAL checkpoints fully.
         insert_users(db_url, [("after-aborts@example.com", "After")])
@@ -483,9 +417,11 @@ def test_database_down_is_a_clean_503(
 
 
 # The production chunk size: a chunk's work in Python is what could stall the loop.
+# XLSX adds the most of it (escaping on SQLite, zipping on a thread).
+@pytest.mark.parametrize("format_name", ["csv", "xlsx"])
 @pytest.mark.parametrize("chunk_rows", [Settings.model_fields["export_chunk_rows"].default])
 def test_health_answers_quickly_while_exports_stream(
-    live_server: LiveServer, db_url: str, full_key: dict[str, str]
+    live_server: LiveServer, db_url: str, full_key: dict[str, str], format_name: str
 ) -> None:
     _add_users(db_url, 30_000)
     expected = len(_live_ids(db_url))
@@ -505,11 +441,20 @@ def test_health_answers_quickly_while_exports_stream(
                     with lock:
                         in_flight[0] += 1
                     try:
-                        body = _download(client, full_key)
+                        response = client.get(
+                            EXPORT_FULL, params={"format": format_name}, headers=full_key
+                        )
                     finally:
                         with lock:
                             in_flight[0] -= 1
-                    exports.append(body.count(b"@example.com"))
+                    assert response.status_code == 200, response.text
+                    if format_name == "csv":
+                        exports.append(response.content.count(b"@example.com"))
+                    else:
+                        with zipfile.ZipFile(io.BytesIO(response.content)) as workbook:
+                            assert workbook.testzip() is None
+                            sheet = workbook.read("xl/worksheets/sheet1.xml")
+                        exports.append(sheet.count(b"<row>") - 1)
         except BaseException as error:  # reported by the main thread
             errors.append(error)
 

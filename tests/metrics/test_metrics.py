@@ -19,8 +19,9 @@ from sqlalchemy.engine import make_url
 
 from reviewpoint.api_keys.schemas import Scope
 from reviewpoint.config import Settings, load_settings
+from reviewpoint.exports.formats import FORMATS
 from reviewpoint.main import create_app
-from reviewpoint.metrics.observer import ExportMetrics
+from reviewpoint.metrics.observer import FORMAT_LABELS, ExportMetrics
 from tests.conftest import BACKENDS, LiveServer, eventually, pg_execute
 from tests.data import (
     BULK_PASSWORD,
@@ -425,3 +426,8 @@ def test_no_label_value_names_a_user_an_email_or_a_key(db_url: str) -> None:
     labels = {label_value for _, labels in parse(text) for _, label_value in labels if label_value}
     assert str(admin_id) not in labels
     assert str(key_id) not in labels
+
+
+def test_every_export_format_has_its_own_metrics_label() -> None:
+    """A format missing from FORMAT_LABELS would be counted as "other"."""
+    assert set(FORMATS) == FORMAT_LABELS

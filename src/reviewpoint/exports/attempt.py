@@ -45,7 +45,18 @@ log = logging.getLogger("reviewpoint.exports")
 Outcome = Literal["running", "completed", "failed", "aborted", "denied", "limited", "invalid"]
 # Query parameters recorded as the export's filters: named, never "all of them",
 # so a credential someone pastes into a URL is not copied into the audit trail.
-RECORDED_PARAMETERS = ("email", "cursor")
+RECORDED_PARAMETERS = (
+    "email",
+    "is_active",
+    "is_admin",
+    "created_after",
+    "created_before",
+    "updated_since",
+    "after_id",
+    "limit",
+    "fields",
+    "cursor",
+)
 # Longest wait for one observer at the start or end of an export.
 OBSERVER_SECONDS = 2.0
 _TEXT_LIMIT = 255

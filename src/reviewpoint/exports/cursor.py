@@ -53,12 +53,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from reviewpoint.errors import BadRequest, Conflict
-from reviewpoint.exports.encoders import ExportSpec
+from reviewpoint.exports.columns import ExportSpec
 from reviewpoint.users.models import change_counter
 
 HEADER = "X-Export-Cursor"
-# Rows changed after the cursor, deleted ones included (`:since` is its number).
-CHANGED_SINCE = "change_seq > :since"
 _TOKEN = re.compile(r"v1:(0|[1-9][0-9]{0,18})")
 _LONGEST_TOKEN = 32
 _BIGINT_MAX = 2**63 - 1
@@ -92,7 +90,12 @@ def decode(token: str) -> int:
 
 def sync_since(
     cursor: Annotated[
-        str | None, Query(description=CURSOR_DESCRIPTION, examples=[CURSOR_EXAMPLE])
+        str | None,
+        Query(
+            description=CURSOR_DESCRIPTION,
+            examples=[CURSOR_EXAMPLE],
+            openapi_examples={"example": {"value": CURSOR_EXAMPLE}},
+        ),
     ] = None,
 ) -> int | None:
     """Route dependency: the change number after which to export, or None for everything."""
@@ -115,7 +118,11 @@ def sync_since(
 def refuse_on_minimal(
     cursor: Annotated[
         str | None,
-        Query(description="Not accepted here (400): incremental sync is on `/export-full`."),
+        Query(
+            description="Not accepted here (400): incremental sync is on `/export-full`.",
+            examples=[CURSOR_EXAMPLE],
+            openapi_examples={"example": {"value": CURSOR_EXAMPLE}},
+        ),
     ] = None,
 ) -> None:
     """Route dependency of the minimal export: a sync must see deletions, which
@@ -128,8 +135,11 @@ def refuse_on_minimal(
 
 
 def with_deletions(spec: ExportSpec) -> ExportSpec:
-    """A sync's columns: the export's, then `is_deleted` last."""
-    return ExportSpec(filename=spec.filename, columns=(*spec.columns, ("is_deleted", "boolean")))
+    """A sync's columns: the export's (or the chosen `fields`), then `is_deleted` last
+    unless already chosen: applying a sync needs to know which rows to remove."""
+    if any(name == "is_deleted" for name, _ in spec.columns):
+        return spec
+    return ExportSpec(stem=spec.stem, columns=(*spec.columns, ("is_deleted", "boolean")))
 
 
 class CursorAhead(Conflict):

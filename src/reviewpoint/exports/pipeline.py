@@ -6,7 +6,8 @@ several readers (PostgreSQL: connections sharing one snapshot) the database
 builds several chunks at once, on several cores.
 
 Each chunk's end is found before the chunk is read (`ChunkReader.chunk_end`,
-cheap); that step is the only one taken in turn. At most two chunks per reader
+cheap); that step is the only one taken in turn, and it is where a `limit` is
+kept exactly: the chunk that reaches it is cut there and is the last. At most two chunks per reader
 are read ahead, so memory stays flat whatever the export's size.
 
 A query is never cancelled halfway: a cancelled query leaves its connection in
@@ -24,23 +25,29 @@ from reviewpoint.exports.query import Chunk, ChunkReader
 
 
 class ChunkPipeline:
-    def __init__(self, readers: Sequence[ChunkReader]) -> None:
-        self._readers = readers
-        # One chunk in flight per reader, one more ready to send as soon as the
-        # current one is out.
-        self._ahead = 2 * len(readers)
+    def __init__(self, *, chunk_rows: int, after: int = 0, limit: int | None = None) -> None:
+        self._chunk_rows = chunk_rows
+        self._left = limit  # rows the limit still allows; None: no limit
         self._ready: dict[int, Chunk] = {}
         self._changed = asyncio.Condition()
         self._claim = asyncio.Lock()
         self._next_seq = 0  # the next chunk a reader will claim
         self._handed_out = 0  # the next chunk `next` will return
-        self._after: int | None = 0  # where the next chunk starts; None: no more chunks
+        self._after: int | None = after  # where the next chunk starts; None: no more chunks
         self._closing = False
         self._error: BaseException | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
-    def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._run(reader)) for reader in self._readers]
+    def start(self, readers: Sequence[ChunkReader]) -> None:
+        """Read chunks on `readers`; a later call adds readers whose connections were busy."""
+        for reader in readers:
+            self._tasks.append(asyncio.create_task(self._run(reader)))
+
+    @property
+    def _ahead(self) -> int:
+        # One chunk in flight per reader, one more ready to send as soon as the
+        # current one is out.
+        return 2 * len(self._tasks)
 
     async def next(self) -> Chunk | None:
         """The next chunk in id order; None after the last. Re-raises a reader's error."""
@@ -64,6 +71,20 @@ class ChunkPipeline:
             self._changed.notify_all()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    async def _claim_chunk(self, reader: ChunkReader, after: int) -> tuple[int | None, int | None]:
+        """The end of the chunk after `after` and where the next one starts (None: none)."""
+        rows = self._chunk_rows if self._left is None else min(self._chunk_rows, self._left)
+        if rows == 0:
+            return after, None  # the limit was reached exactly: an empty last chunk
+        end = await reader.chunk_end(after, rows)
+        if end is None:
+            return None, None  # fewer than `rows` left: this chunk reads them all
+        if self._left is not None:
+            self._left -= rows
+            if self._left == 0:
+                return end, None
+        return end, end
+
     async def _run(self, reader: ChunkReader) -> None:
         try:
             while True:
@@ -74,8 +95,8 @@ class ChunkPipeline:
                     if self._closing or self._after is None:
                         return
                     seq, after = self._next_seq, self._after
-                    end = await reader.chunk_end(after)
-                    self._after, self._next_seq = end, seq + 1
+                    end, self._after = await self._claim_chunk(reader, after)
+                    self._next_seq = seq + 1
                 chunk = await reader.read(after, end)
                 async with self._changed:
                     self._ready[seq] = chunk

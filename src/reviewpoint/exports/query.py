@@ -1,49 +1,61 @@
-"""Which rows an export holds, read chunk by chunk as CSV bytes the database builds.
+"""Which rows an export holds, read chunk by chunk as bytes the database builds.
 
-Every export is the live (not deleted) users in id order; an incremental sync
-(`cursor.py`) is instead every user changed after its cursor, deleted or not. A chunk is the rows
-with `after < id <= end`, where `end` is the id `chunk_rows` live rows further
-on (`chunk_end`, an index-only count on `ix_users_live_id`). Knowing each
-chunk's end before reading it is what lets several connections read chunks at
-once (`pipeline.py`).
+An export is the live (not deleted) users that pass its filters (`Filters`),
+in id order; an incremental sync (`cursor.py`, `Filters.since`) is instead
+every user changed after its cursor, deleted or not. A chunk is the rows
+with `after < id <= end`, where `end` is the id `rows` selected rows further
+on (`chunk_end`, an index-only count on `ix_users_live_id` when no filter
+narrows it). Knowing each chunk's end before
+reading it is what lets several connections read chunks at once
+(`pipeline.py`). `after_id` is simply where the first chunk starts; `limit`
+caps the rows the chunks cover (`pipeline.py` counts them). When the count
+taken before the first byte says the rest fits one chunk, no chunk end is
+looked up at all (`fits`): a sync of a few changes reads the change index only.
 
 Formatting happens in the database because per-row work in Python (objects,
-`csv.writer`, `strftime`) costs several times the query. Each dialect's SQL
-mirrors `encoders.CsvEncoder` exactly; tests compare both byte for byte on
-hostile data.
+`csv.writer`, `strftime`) costs several times the query. The format supplies
+the SQL of one record (`formats/`); this module wraps it in each dialect's
+chunk query:
 
-- PostgreSQL: `COPY (SELECT ...) TO STDOUT (FORMAT csv)` quotes fields by the
-  same rule as RFC 4180 and Python's `csv` (a field holding a comma, a quote,
-  CR or LF is quoted, quotes doubled), in C and without escaping anything else.
-  What SQL adds: the formula guard, `Z` timestamps, `true`/`false`, empty text
-  as NULL (COPY would write `""`, Python writes nothing), and a last column
-  holding a lone CR. COPY must quote that column, so every record ends in
-  `,"<CR>"<LF>`, and that sequence cannot occur anywhere else: a quoted field
-  never has a single `"` before a CR, and no text field is exactly a CR (the
-  guard prefixes `'`). Replacing it with CRLF gives RFC 4180 line ends without
-  touching line breaks inside names.
-- SQLite: one `printf` per row, joined by `group_concat` over the id-ordered
-  rows (SQLite does not flatten an ordered subquery into an aggregate, so the
+- PostgreSQL: `COPY (SELECT <record> ... ORDER BY id) TO STDOUT` on the asyncpg
+  connection, in C. COPY takes no parameters: values are inlined (`_Inlined`).
+- SQLite: the records joined by `group_concat` over the id-ordered rows
+  (SQLite does not flatten an ordered subquery into an aggregate, so the
   order holds) and returned as one BLOB: one step without the GIL, no per-row
   Python objects.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from datetime import UTC, datetime
+from typing import Protocol
 
 import asyncpg
-from sqlalchemy import TextClause, text
+from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from reviewpoint.exports import cursor
-from reviewpoint.exports.encoders import ExportSpec
+from reviewpoint.db import UTCDateTime
+from reviewpoint.exports.formats.base import PgRows, SqliteRows
 from reviewpoint.users.models import email_key_sql
 
-# Code points of the formula-guard triggers: = + - @ TAB CR, and NUL where text
-# can hold it (SQLite). PostgreSQL's ascii('') is 0, so it must not be listed there.
-_TRIGGERS = "61, 43, 45, 64, 9, 13"
+
+@dataclass(frozen=True)
+class Filters:
+    """Which live users an export holds; None (and 0) select everyone."""
+
+    email: str | None = None
+    is_active: bool | None = None
+    is_admin: bool | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    updated_since: datetime | None = None
+    after_id: int = 0
+    limit: int | None = None
+    # Incremental sync: the users changed after this change number, deleted ones
+    # included, instead of the live ones (`cursor.py`).
+    since: int | None = None
 
 
 @dataclass(frozen=True)
@@ -55,170 +67,200 @@ class Chunk:
 class ChunkReader(Protocol):
     """Reads one export's chunks on one connection inside the export's snapshot."""
 
-    async def chunk_end(self, after: int) -> int | None:
-        """The last id of the chunk after `after`, or None if it is the final chunk."""
+    async def chunk_end(self, after: int, rows: int) -> int | None:
+        """The last id of the `rows` selected rows after `after`; None if fewer remain."""
 
     async def read(self, after: int, end: int | None) -> Chunk:
-        """The CSV records of the live users with `after < id <= end` (no end: all)."""
+        """The records of the selected users with `after < id <= end` (no end: all)."""
 
 
-def _filters(live: str, email_match: str, *, by_email: bool, end: bool, since: bool) -> str:
-    # Incremental sync: the rows changed after the cursor replace the live ones.
-    where = f"{cursor.CHANGED_SINCE if since else live} AND id > :after"
-    if end:
-        where += " AND id <= :end"
-    if by_email:
-        where += f" AND {email_match}"
-    return where
+class _Value(Protocol):
+    """How a filter's value enters a statement: a bind parameter or a literal."""
+
+    def __call__(self, name: str, value: object) -> str: ...
+
+
+def _conditions(dialect: str, filters: Filters, value: _Value) -> list[str]:
+    """The filters as SQL conditions, ANDed; the chunk range comes on top.
+
+    Timestamps compare as stored: `timestamptz` on PostgreSQL, UTC text that
+    sorts in time order on SQLite.
+    """
+    if filters.since is not None:
+        # Incremental sync: the rows changed after the cursor replace the live ones.
+        found = [f"change_seq > {value('since', filters.since)}"]
+    else:
+        found = ["is_deleted = false" if dialect == "postgresql" else "is_deleted = 0"]
+    if filters.email is not None:
+        wanted = email_key_sql(dialect, value("email", filters.email))
+        found.append(f"{email_key_sql(dialect, 'email')} = {wanted}")
+    if filters.is_active is not None:
+        found.append(f"is_active = {value('is_active', filters.is_active)}")
+    if filters.is_admin is not None:
+        found.append(f"is_admin = {value('is_admin', filters.is_admin)}")
+    if filters.created_after is not None:
+        found.append(f"created_at > {value('created_after', filters.created_after)}")
+    if filters.created_before is not None:
+        found.append(f"created_at < {value('created_before', filters.created_before)}")
+    if filters.updated_since is not None:
+        found.append(f"updated_at >= {value('updated_since', filters.updated_since)}")
+    # The count, the chunk ends and every dialect's chunk query all read this list.
+    return found
+
+
+class _Bound:
+    """Values as bind parameters of a SQLAlchemy `text()` statement."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, object] = {}
+
+    def __call__(self, name: str, value: object) -> str:
+        self.values[name] = value
+        return f":{name}"
+
+    def statement(self, sql: str) -> TextClause:
+        # Timestamps go through the column type, which stores SQLite's as UTC text.
+        timestamps = [
+            bindparam(name, type_=UTCDateTime())
+            for name, value in self.values.items()
+            if isinstance(value, datetime)
+        ]
+        return text(sql).bindparams(*timestamps)
+
+
+class _Inlined:
+    """Values as SQL literals, for PostgreSQL's COPY.
+
+    Each kind is rendered from a validated Python value: ints by `int()`,
+    timestamps from `isoformat()`, strings as the server itself quoted them
+    (`quote_literal`, in `literals`).
+    """
+
+    def __init__(self, literals: Mapping[str, str]) -> None:
+        self._literals = literals
+
+    def __call__(self, name: str, value: object) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int):
+            return str(int(value))
+        if isinstance(value, datetime):
+            return f"'{value.astimezone(UTC).isoformat()}'::timestamptz"
+        return self._literals[name]
+
+
+def _where(dialect: str, filters: Filters, value: _Value) -> str:
+    return " AND ".join(_conditions(dialect, filters, value))
+
+
+def _id_column(dialect: str, filters: Filters, *, few_rows: bool) -> str:
+    """How the chunk range names `id`: `+id` keeps SQLite off the id index.
+
+    SQLite's planner has no statistics on value ranges, and given `id > ?` it
+    walks ids (and, to spare a sort, even with `ORDER BY id` alone) when a time
+    filter selects ten rows of a million that its index would find at once.
+    When the rows are few (or only counted), `+id` lets it take the time index
+    and sort what it finds; when they are many,
+    walking ids in order is what reads them in chunks without sorting
+    everything again for each. PostgreSQL's planner weighs both itself.
+    """
+    # A sync's change number is as selective as a time (`ix_users_change_seq`).
+    timed = (filters.created_after, filters.created_before, filters.updated_since, filters.since)
+    if dialect == "sqlite" and few_rows and any(moment is not None for moment in timed):
+        return "+id"
+    return "id"
+
+
+async def count_rows(connection: AsyncConnection, filters: Filters) -> int:
+    """How many records the export holds, in the snapshot `connection` reads.
+
+    With a limit the count stops there: a preview of 10 never counts a million.
+    """
+    dialect = connection.dialect.name
+    bound = _Bound()
+    where = _where(dialect, filters, bound)
+    limit = "" if filters.limit is None else f" LIMIT {int(filters.limit)}"
+    id_column = _id_column(dialect, filters, few_rows=True)
+    sql = (
+        f"SELECT count(*) FROM (SELECT 1 FROM users WHERE {where} "
+        f"AND {id_column} > {int(filters.after_id)}{limit}) AS selected"
+    )
+    rows: int = (await connection.execute(bound.statement(sql), bound.values)).scalar_one()
+    return rows
 
 
 class _Chunks:
-    """What both dialects share: the rows' filter and where each chunk ends."""
+    """What both dialects share: where each chunk ends.
 
-    live: ClassVar[str]  # "not deleted" in the dialect's spelling
-    email_match: ClassVar[str]  # the users' email rule (`email_key`), ditto
+    `fits`: the export's count says every row left is one chunk, so no chunk
+    end is looked up. A sync usually holds a few rows of a large table: found
+    by walking the id index, its last chunk's end would cost a scan of the rest
+    of the table (0.7 s on 1,000,000 SQLite rows for 3 changes).
+    """
 
     def __init__(
-        self,
-        connection: AsyncConnection,
-        spec: ExportSpec,
-        *,
-        email: str | None,
-        chunk_rows: int,
-        since: int | None = None,
+        self, connection: AsyncConnection, filters: Filters, *, id_column: str, fits: bool
     ) -> None:
         self._connection = connection
-        self._spec = spec
-        self._email = email
-        self._chunk_rows = chunk_rows
-        self._since = since
-        where = _filters(
-            self.live,
-            self.email_match,
-            by_email=email is not None,
-            end=False,
-            since=since is not None,
+        self._fits = fits
+        bound = _Bound()
+        where = _where(connection.dialect.name, filters, bound)
+        self._bound = bound
+        self._boundary = bound.statement(
+            f"SELECT id FROM users WHERE {where} AND {id_column} > :after "
+            f"ORDER BY {id_column} LIMIT 1 OFFSET :skip"
         )
-        self._boundary = text(
-            f"SELECT id FROM users WHERE {where} ORDER BY id LIMIT 1 OFFSET :skip"
-        )
-        self._one_chunk: bool | None = None
 
     def _values(self, **values: object) -> dict[str, object]:
-        if self._email is not None:
-            values["email"] = self._email
-        if self._since is not None:
-            values["since"] = self._since
-        return values
+        return {**self._bound.values, **values}
 
-    async def chunk_end(self, after: int) -> int | None:
-        if await self._sync_fits_one_chunk():
+    async def chunk_end(self, after: int, rows: int) -> int | None:
+        if self._fits:
             return None
-        values = self._values(after=after, skip=self._chunk_rows - 1)
+        values = self._values(after=after, skip=rows - 1)
         end: int | None = (await self._connection.execute(self._boundary, values)).scalar()
         return end
-
-    async def _sync_fits_one_chunk(self) -> bool:
-        """Incremental sync: whether the rows changed after the cursor fit one chunk.
-
-        A sync usually holds a few rows of a large table. Found by walking the
-        id index, as chunk ends are, the last chunk's end costs a scan of the
-        rest of the table (0.7 s on 1,000,000 SQLite rows for 3 changes); found
-        on `ix_users_change_seq` it costs one index lookup per changed row.
-        Counted once, on that index, stopping one past a chunk.
-        """
-        if self._since is None:
-            return False
-        if self._one_chunk is None:
-            count = await self._connection.scalar(
-                text(
-                    f"SELECT count(*) FROM (SELECT 1 FROM users WHERE {cursor.CHANGED_SINCE} "
-                    "LIMIT :over) AS changed"
-                ),
-                {"since": self._since, "over": self._chunk_rows + 1},
-            )
-            self._one_chunk = (count or 0) <= self._chunk_rows
-        return self._one_chunk
-
-
-# --- PostgreSQL ------------------------------------------------------------
-
-_PG_RECORD_END = b',"\r"\n'
-
-
-def _pg_column(name: str, kind: str) -> str:
-    if kind == "text":
-        return (
-            f"CASE WHEN ascii({name}) IN ({_TRIGGERS}) THEN '''' || {name} "
-            f"ELSE nullif({name}, '') END"
-        )
-    if kind == "timestamp":
-        return f"to_char({name} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
-    if kind == "boolean":
-        return f"CASE {name} WHEN true THEN 'true' WHEN false THEN 'false' END"
-    return name
 
 
 class PostgresChunks(_Chunks):
     """Chunks by COPY on the asyncpg connection under a SQLAlchemy snapshot."""
 
-    live = "is_deleted = false"
-    email_match = (
-        f"{email_key_sql('postgresql', 'email')} = {email_key_sql('postgresql', ':email')}"
-    )
-
     def __init__(
         self,
         connection: AsyncConnection,
         driver: asyncpg.Connection,
-        spec: ExportSpec,
+        filters: Filters,
+        rows: PgRows,
+        literals: Mapping[str, str],
         *,
-        email: str | None,
-        chunk_rows: int,
-        since: int | None = None,
+        fits: bool,
     ) -> None:
-        super().__init__(connection, spec, email=email, chunk_rows=chunk_rows, since=since)
+        super().__init__(connection, filters, id_column="id", fits=fits)
         self._driver = driver
-        self._columns = ", ".join(_pg_column(name, kind) for name, kind in spec.columns)
-        self._email_literal: str | None = None
+        self._rows = rows
+        self._where = _where("postgresql", filters, _Inlined(literals))
 
     @classmethod
     async def on(
-        cls,
-        connection: AsyncConnection,
-        spec: ExportSpec,
-        *,
-        email: str | None,
-        chunk_rows: int,
-        since: int | None = None,
+        cls, connection: AsyncConnection, filters: Filters, rows: PgRows, *, fits: bool = False
     ) -> PostgresChunks:
         raw = await connection.get_raw_connection()
         driver = raw.driver_connection
         assert isinstance(driver, asyncpg.Connection)
-        return cls(connection, driver, spec, email=email, chunk_rows=chunk_rows, since=since)
+        literals = {}
+        if filters.email is not None:
+            literals["email"] = await driver.fetchval(
+                "SELECT quote_literal($1::text)", filters.email
+            )
+        return cls(connection, driver, filters, rows, literals, fits=fits)
 
-    async def _select(self, after: int, end: int | None) -> str:
+    def _select(self, after: int, end: int | None) -> str:
         """The chunk's SELECT with its values inlined: COPY takes no parameters."""
-        where = _filters(
-            self.live,
-            self.email_match,
-            by_email=self._email is not None,
-            end=end is not None,
-            since=self._since is not None,
-        )
-        # Ids are ints, inlined as such; the email is quoted by the server itself.
-        where = where.replace(":after", str(int(after)))
-        if self._since is not None:
-            where = where.replace(":since", str(int(self._since)))
+        where = f"{self._where} AND id > {int(after)}"
         if end is not None:
-            where = where.replace(":end", str(int(end)))
-        if self._email is not None:
-            if self._email_literal is None:
-                self._email_literal = await self._driver.fetchval(
-                    "SELECT quote_literal($1::text)", self._email
-                )
-            where = where.replace(":email", str(self._email_literal))
-        return f"SELECT {self._columns}, E'\\r' FROM users WHERE {where} ORDER BY id"
+            where += f" AND id <= {int(end)}"
+        # users.id: an output column may be named like a table column.
+        return f"SELECT {self._rows.select} FROM users WHERE {where} ORDER BY users.id"
 
     async def read(self, after: int, end: int | None) -> Chunk:
         parts: list[bytes] = []
@@ -227,78 +269,44 @@ class PostgresChunks(_Chunks):
             parts.append(data)
 
         status = await self._driver.copy_from_query(
-            await self._select(after, end), output=collect, format="csv"
+            self._select(after, end), output=collect, **self._rows.copy_options
         )
-        body = b"".join(parts).replace(_PG_RECORD_END, b"\r\n")
+        body = b"".join(parts)
+        if self._rows.finish is not None:
+            body = self._rows.finish(body)
         return Chunk(body=body, rows=int(status.rsplit(" ", 1)[-1]))
-
-
-# --- SQLite ----------------------------------------------------------------
-
-
-def _sqlite_field(name: str, kind: str) -> tuple[str, list[str]]:
-    """One column's printf format and arguments."""
-    if kind == "text":
-        guarded = (
-            f"CASE WHEN unicode({name}) IN ({_TRIGGERS}, 0) THEN '''' || {name} ELSE {name} END"
-        )
-        needs_quotes = (
-            f"instr({name}, ',') OR instr({name}, '\"') "
-            f"OR instr({name}, char(13)) OR instr({name}, char(10))"
-        )
-        cell = (
-            f"CASE WHEN {needs_quotes} THEN '\"' || replace({guarded}, '\"', '\"\"') || '\"' "
-            f"ELSE coalesce({guarded}, '') END"
-        )
-        return "%s", [cell]
-    if kind == "timestamp":
-        # Stored as SQLAlchemy writes them, 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC):
-        # the first 10 and the 8 from the 12th are the date and the time.
-        # NOT NULL columns: printf would render NULL as "TZ".
-        return "%.10sT%.8sZ", [name, f"substr({name}, 12)"]
-    if kind == "boolean":
-        return "%s", [f"CASE {name} WHEN 1 THEN 'true' WHEN 0 THEN 'false' ELSE '' END"]
-    return "%d", [name]
-
-
-def _sqlite_chunk_sql(spec: ExportSpec, *, by_email: bool, end: bool, since: bool) -> TextClause:
-    """One chunk's query; a sync's last (open-ended) chunk reads the change index:
-    without statistics SQLite would walk the ids to the end of the table."""
-    formats, args = [], []
-    for name, kind in spec.columns:
-        field_format, field_args = _sqlite_field(name, kind)
-        formats.append(field_format)
-        args.extend(field_args)
-    line = f"printf('{','.join(formats)}' || char(13, 10), {', '.join(args)})"
-    where = _filters(
-        SqliteChunks.live, SqliteChunks.email_match, by_email=by_email, end=end, since=since
-    )
-    users = "users INDEXED BY ix_users_change_seq" if since and not end else "users"
-    return text(
-        "SELECT CAST(group_concat(line, '') AS BLOB), count(*) "
-        f"FROM (SELECT {line} AS line FROM {users} WHERE {where} ORDER BY id)"
-    )
 
 
 class SqliteChunks(_Chunks):
     """Chunks by one aggregate query each, through SQLAlchemy and aiosqlite."""
 
-    live = "is_deleted = 0"
-    email_match = f"{email_key_sql('sqlite', 'email')} = {email_key_sql('sqlite', ':email')}"
-
     def __init__(
         self,
         connection: AsyncConnection,
-        spec: ExportSpec,
+        filters: Filters,
+        rows: SqliteRows,
         *,
-        email: str | None,
-        chunk_rows: int,
-        since: int | None = None,
+        one_chunk: bool = False,
+        fits: bool = False,
     ) -> None:
-        super().__init__(connection, spec, email=email, chunk_rows=chunk_rows, since=since)
-        by_email, by_change = email is not None, since is not None
-        self._range = _sqlite_chunk_sql(spec, by_email=by_email, end=True, since=by_change)
-        self._rest = _sqlite_chunk_sql(spec, by_email=by_email, end=False, since=by_change)
+        """`one_chunk`: the export's count says all its rows fit in one chunk."""
+        id_column = _id_column("sqlite", filters, few_rows=one_chunk)
+        super().__init__(connection, filters, id_column=id_column, fits=fits)
+        where = _where("sqlite", filters, self._bound)
+
+        def chunk_sql(range_condition: str, users: str = "users") -> TextClause:
+            return self._bound.statement(
+                "SELECT CAST(group_concat(line, '') AS BLOB), count(*) "
+                f"FROM (SELECT {rows.line} AS line FROM {users} "
+                f"WHERE {where} AND {range_condition} ORDER BY {id_column})"
+            )
+
+        self._range = chunk_sql(f"{id_column} > :after AND {id_column} <= :end")
+        # A sync's last (open-ended) chunk reads the change index: without
+        # statistics SQLite would walk the ids to the end of the table.
+        users = "users" if filters.since is None else "users INDEXED BY ix_users_change_seq"
+        self._rest = chunk_sql(f"{id_column} > :after", users)
+        self._finish = rows.finish
 
     async def read(self, after: int, end: int | None) -> Chunk:
         if end is None:
@@ -306,4 +314,7 @@ class SqliteChunks(_Chunks):
         else:
             statement, values = self._range, self._values(after=after, end=end)
         body, rows = (await self._connection.execute(statement, values)).one()
-        return Chunk(body=bytes(body or b""), rows=rows)
+        records = bytes(body or b"")
+        if self._finish is not None:
+            records = self._finish(records)
+        return Chunk(body=records, rows=rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -11,17 +12,28 @@ from reviewpoint.admission.gate import Admission, AdmissionDep
 from reviewpoint.auth.deps import ExportPrincipal, require_feature, require_scope
 from reviewpoint.config import AppSettings, Settings
 from reviewpoint.db import Database, DatabaseDep
-from reviewpoint.errors import BadRequest
 from reviewpoint.exports import cursor
 from reviewpoint.exports.attempt import ExportAttempt, TrackedExport, track_export
-from reviewpoint.exports.encoders import FULL, MINIMAL, ExportSpec
-from reviewpoint.exports.stream import CsvStreamingResponse, open_export
+from reviewpoint.exports.columns import FULL, MINIMAL, ExportSpec
+from reviewpoint.exports.formats import FORMATS
+from reviewpoint.exports.formats.base import Options
+from reviewpoint.exports.request import ExportRequest
+from reviewpoint.exports.schemas import ExportParameters, FullExportParameters
+from reviewpoint.exports.stream import ExportResponse, open_export
 
 router = APIRouter(prefix="/api/v1/users")
 
 _EXPORT_ERRORS: dict[int | str, dict[str, object]] = {
+    400: {
+        "description": "Unsupported format, unknown or repeated field, an option "
+        "the format does not take, or `cursor` on /export"
+    },
     401: {"description": "Missing, unknown, expired or revoked credentials"},
     403: {"description": "Feature disabled, scope missing, or not an administrator"},
+    422: {
+        "description": "A parameter is invalid (a timestamp without a zone, a negative "
+        "`after_id`, ...): `detail` names it"
+    },
     429: {
         "description": "Rate limit or concurrency cap reached; retry after `Retry-After` "
         "seconds. `RateLimit-Policy` and `RateLimit` describe the budget."
@@ -30,52 +42,65 @@ _EXPORT_ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
-def _csv_example(text: str) -> dict[int | str, dict[str, object]]:
+def _download(spec: ExportSpec, example: dict[str, object]) -> dict[int | str, dict[str, object]]:
+    """The 200 of an export: one media type per format, each example written by that format."""
+    columns = spec.columns
+    content: dict[str, object] = {}
+    for export_format in FORMATS.values():
+        if export_format.media_type.startswith("application/vnd."):
+            content[export_format.media_type] = {"schema": {"type": "string", "format": "binary"}}
+        else:
+            encoded = export_format.encode(columns, [example], Options())
+            content[export_format.media_type] = {"example": encoded.decode()}
     return {
         200: {
-            "description": "CSV download",
-            "content": {"text/csv": {"example": text}},
+            "description": f"`{spec.stem}.<format>`, streamed",
+            "content": content,
             "headers": {
+                "X-Export-Rows": {
+                    "description": "How many records the body holds when complete, counted "
+                    "in the export's snapshot before the first byte",
+                    "schema": {"type": "integer"},
+                },
                 cursor.HEADER: {
                     "description": "Where this export's snapshot stands in the change "
                     "history: pass it back as `cursor=` to /export-full to get what "
                     "changed since.",
                     "schema": {"type": "string", "example": cursor.CURSOR_EXAMPLE},
-                }
+                },
+                "Content-Disposition": {
+                    "description": f'`attachment; filename="{spec.stem}.<format>"`',
+                    "schema": {"type": "string"},
+                },
             },
         }
     }
 
 
-async def _csv_response(
+async def _export_response(
     database: Database,
     admission: Admission,
     settings: Settings,
-    spec: ExportSpec,
+    request: ExportRequest,
     *,
-    email: str | None,
     principal: ExportPrincipal,
     attempt: ExportAttempt,
-    since: int | None = None,
-) -> CsvStreamingResponse:
+) -> ExportResponse:
     attempt.principal = principal
     slots, budget = await admission.admit_export(principal.key)
     body = await open_export(
         database.export_engine,
-        spec,
-        email=email,
+        request,
         chunk_rows=settings.export_chunk_rows,
         connections=settings.export_connections,
         attempt=attempt,
         admission=slots,
-        since=since,
     )
-    return CsvStreamingResponse(
+    return ExportResponse(
         body,
-        filename=spec.filename,
         send_timeout=settings.export_send_timeout,
         max_seconds=settings.export_max_seconds,
-        headers={**budget.headers(), cursor.HEADER: cursor.encode(body.position)},
+        headers=budget.headers(),
     )
 
 
@@ -87,95 +112,102 @@ class ExportSimpleResponse(BaseModel):
     users: Literal["export simple status"] = "export simple status"
 
 
+_EXAMPLE: dict[str, object] = {
+    "id": 123,
+    "email": "john@example.com",
+    "name": "John Doe",
+    "created_at": datetime(2025, 1, 8, 10, 30, tzinfo=UTC),
+    "updated_at": datetime(2025, 1, 8, 15, 45, tzinfo=UTC),
+    "is_active": True,
+    "is_admin": False,
+}
+_FILTERS = (
+    "Filters, all applied in the database and combined with AND: `email`, `is_active`, "
+    "`is_admin`, `created_after`, `created_before`, `updated_since`, `after_id` (resume "
+    "after the last id received), `limit`. Every response carries `X-Export-Rows`, the "
+    "number of records the complete body holds."
+)
+
+
 @router.get(
     "/export",
-    summary="Export users as CSV (minimal format)",
-    # CsvStreamingResponse takes no status_code, so FastAPI cannot infer the
+    summary="Export users (minimal columns)",
+    # ExportResponse takes no status_code, so FastAPI cannot infer the
     # documented one; without this, generating /openapi.json fails.
     status_code=200,
     description=(
-        "Every live user, ordered by id, as CSV with columns `id,email,name`. "
-        "Needs an API key with scope `users:export` (or `users:export_full`) "
-        "or an administrator's bearer token. `email` narrows the export to one "
-        "address (case-insensitive); `format` must be `csv`."
+        "Every live user that passes the filters, ordered by id, with columns "
+        "`id,email,name`, as CSV (default), NDJSON, JSON or XLSX (`format`). "
+        f"{_FILTERS} Needs an API key with scope `users:export` (or `users:export_full`) "
+        "or an administrator's bearer token."
     ),
     tags=["User Management", "Export"],
-    response_class=CsvStreamingResponse,
-    responses={
-        **_csv_example("id,email,name\r\n123,john@example.com,John Doe\r\n"),
-        400: {"description": "Unsupported format"},
-        **_EXPORT_ERRORS,
-    },
+    # The default format's media type; `responses` lists every format's.
+    response_class=ExportResponse,
+    responses={**_download(MINIMAL, _EXAMPLE), **_EXPORT_ERRORS},
     # track_export first: it must see every refusal the others raise.
     dependencies=[
         Depends(track_export, scope="function"),
         Depends(require_feature("users:export")),
     ],
 )
-async def export_users_csv(
+async def export_users(
     attempt: TrackedExport,
     database: DatabaseDep,
     admission: AdmissionDep,
     settings: AppSettings,
     principal: Annotated[ExportPrincipal, Depends(require_scope("users:export"))],
-    email: Annotated[str | None, Query(description="Filter by specific email address")] = None,
-    format: Annotated[str, Query(description="Export format (only csv supported)")] = "csv",
+    parameters: Annotated[ExportParameters, Query()],
     _no_cursor: Annotated[None, Depends(cursor.refuse_on_minimal)] = None,
-) -> CsvStreamingResponse:
-    if format.lower() != "csv":
-        raise BadRequest("Unsupported format. Only 'csv' is supported.")
-    return await _csv_response(
-        database, admission, settings, MINIMAL, email=email, principal=principal, attempt=attempt
+) -> ExportResponse:
+    request = parameters.export_request(MINIMAL)
+    return await _export_response(
+        database, admission, settings, request, principal=principal, attempt=attempt
     )
 
 
 @router.get(
     "/export-full",
-    summary="Export users as CSV (complete format)",
+    summary="Export users (all columns, or those chosen)",
     status_code=200,
     description=(
-        "Every live user, ordered by id, with "
-        "`id,email,name,created_at,updated_at,is_active,is_admin`. Timestamps are "
-        "ISO 8601 UTC ending in `Z`, booleans `true`/`false`. Needs an API key "
-        "with scope `users:export_full` or an administrator's bearer token. "
+        "Every live user that passes the filters, ordered by id, with "
+        "`id,email,name,created_at,updated_at,is_active,is_admin` or the columns "
+        "`fields` picks. Timestamps are ISO 8601 UTC ending in `Z` (XLSX: Excel dates), "
+        f"booleans `true`/`false`. {_FILTERS} Needs an API key with scope "
+        "`users:export_full` or an administrator's bearer token. "
         "With `cursor`, an incremental sync: only the users created, changed or "
         "deleted since the export that returned that cursor, deleted ones "
         "included, with `is_deleted` as an extra last column."
     ),
     tags=["User Management", "Export"],
-    response_class=CsvStreamingResponse,
+    response_class=ExportResponse,
     responses={
-        **_csv_example(
-            "id,email,name,created_at,updated_at,is_active,is_admin\r\n"
-            "123,john@example.com,John Doe,2025-01-08T10:30:00Z,2025-01-08T15:45:00Z,true,false\r\n"
-        ),
-        409: {"description": "`cursor` is ahead of this database: start over without it"},
-        422: {"description": "`cursor` is not one this service issued"},
+        **_download(FULL, _EXAMPLE),
         **_EXPORT_ERRORS,
+        409: {"description": "`cursor` is ahead of this database: start over without it"},
+        422: {
+            "description": "A parameter is invalid (a timestamp without a zone, a cursor "
+            "this service did not issue, ...): `detail` names it"
+        },
     },
     dependencies=[
         Depends(track_export, scope="function"),
         Depends(require_feature("users:export_full")),
     ],
 )
-async def export_users_full_csv(
+async def export_users_full(
     attempt: TrackedExport,
     database: DatabaseDep,
     admission: AdmissionDep,
     settings: AppSettings,
     principal: Annotated[ExportPrincipal, Depends(require_scope("users:export_full"))],
+    parameters: Annotated[FullExportParameters, Query()],
     since: Annotated[int | None, Depends(cursor.sync_since)],
-) -> CsvStreamingResponse:
-    spec = FULL if since is None else cursor.with_deletions(FULL)
-    return await _csv_response(
-        database,
-        admission,
-        settings,
-        spec,
-        email=None,
-        principal=principal,
-        attempt=attempt,
-        since=since,
+) -> ExportResponse:
+    request = parameters.export_request(FULL, since=since)
+    return await _export_response(
+        database, admission, settings, request, principal=principal, attempt=attempt
     )
 
 

@@ -33,9 +33,9 @@ from reviewpoint.errors import (
 )
 from reviewpoint.exports import cursor
 from reviewpoint.exports.attempt import ExportAttempt, Outcome
-from reviewpoint.exports.encoders import CsvEncoder, ExportSpec
 from reviewpoint.exports.pipeline import ChunkPipeline
-from reviewpoint.exports.query import Chunk, ChunkReader, PostgresChunks, SqliteChunks
+from reviewpoint.exports.query import Chunk, ChunkReader, PostgresChunks, SqliteChunks, count_rows
+from reviewpoint.exports.request import ExportRequest
 
 log = logging.getLogger("reviewpoint.exports")
 
@@ -45,8 +45,8 @@ log = logging.getLogger("reviewpoint.exports")
 SEND_PIECE_BYTES = 64 * 1024
 
 
-class CsvStreamingResponse(StreamingResponse):
-    """The export's body, sent under two clocks.
+class ExportResponse(StreamingResponse):
+    """The export's body, sent under two clocks, as its format's media type.
 
     A client that accepts no data for `send_timeout` seconds (a full socket
     buffer: it stopped reading) and an export running past `max_seconds` are
@@ -54,21 +54,27 @@ class CsvStreamingResponse(StreamingResponse):
     incomplete download, and the body is closed, which ends the snapshot.
     """
 
+    # The default format's, for the OpenAPI schema; each response has its format's.
     media_type = "text/csv"
 
     def __init__(
         self,
         body: ExportBody,
         *,
-        filename: str,
         send_timeout: float,
         max_seconds: float,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(
             body,
+            media_type=body.request.format.media_type,
             headers={
-                "Content-Disposition": f'attachment; filename="{filename}"',
+                "Content-Disposition": f'attachment; filename="{body.request.filename}"',
+                # The records the snapshot holds for this export: clients can
+                # tell a complete download from a cut one, and show progress.
+                "X-Export-Rows": str(body.total_rows),
+                # Where the snapshot stands in the change history (`cursor.py`).
+                cursor.HEADER: cursor.encode(body.position),
                 **(headers or {}),
             },
         )
@@ -145,7 +151,7 @@ class _Export:
         self.stack.push_async_callback(self._discard_if_failed)
         return self.connections
 
-    async def release(self, spec: ExportSpec) -> None:
+    async def release(self, request: ExportRequest) -> None:
         """Stop the readers, end the snapshot and return the connections, even if cancelled.
 
         Never raises: ending a read cannot lose data, and an error here (a
@@ -157,47 +163,56 @@ class _Export:
                 await self.stack.aclose()
             except Exception:
                 log.warning(
-                    "export %s: releasing its connections failed", spec.filename, exc_info=True
+                    "export %s: releasing its connections failed", request.filename, exc_info=True
                 )
 
 
 async def open_export(
     engine: AsyncEngine,
-    spec: ExportSpec,
+    request: ExportRequest,
     *,
-    email: str | None,
     chunk_rows: int,
     connections: int,
     attempt: ExportAttempt,
     admission: AsyncExitStack,
-    since: int | None = None,
 ) -> ExportBody:
     """Start an export and return its body; raises 503 if the database cannot serve.
 
-    `connections` read chunks in parallel (PostgreSQL); a one-address export
-    is a single small chunk and uses one. The export owns `admission` (its
-    slots under the concurrency caps) and frees it last, however it ends.
-    `since`: an incremental sync's change number (`cursor.py`).
+    `connections` read chunks in parallel (PostgreSQL); an export that is one
+    chunk at most (one address, a small limit) uses one. The records are
+    counted in the same snapshot before any is read, and the snapshot's
+    change number (its `X-Export-Cursor`) read before that. The export owns
+    `admission` (its slots under the concurrency caps) and frees it last,
+    however it ends.
     """
+    filters = request.filters
+    small = filters.email is not None or (filters.limit is not None and filters.limit <= chunk_rows)
     export = _Export(attempt)
     export.stack.push_async_callback(admission.aclose)
     try:
-        snapshots = await export.open(engine, connections if email is None else 1)
-        position = await cursor.snapshot_position(snapshots[0], since=since)
-        readers = [
-            await _reader(c, spec, email=email, chunk_rows=chunk_rows, since=since)
-            for c in snapshots
-        ]
-        pipeline = ChunkPipeline(readers)
-        pipeline.start()
+        first_connection, *others = await export.open(engine, 1 if small else connections)
+        pipeline = ChunkPipeline(chunk_rows=chunk_rows, after=filters.after_id, limit=filters.limit)
         # Exits run last-in first-out: readers stop before their connections go.
         export.stack.push_async_callback(pipeline.close)
+        sync = filters.since is not None
+        if not sync:
+            # The other connections read the first chunks while the first one counts.
+            pipeline.start([await _reader(connection, request) for connection in others])
+        # Before the count: a cursor ahead of the database is refused (409) first.
+        position = await cursor.snapshot_position(first_connection, since=filters.since)
+        total_rows = await count_rows(first_connection, filters)
+        one_chunk = total_rows <= chunk_rows
+        # The count covers every row left unless the limit cut it short. A sync
+        # (usually a few rows) waits for it, so that none of its readers walks ids.
+        fits = one_chunk and (filters.limit is None or total_rows < filters.limit)
+        late = [first_connection, *others] if sync else [first_connection]
+        pipeline.start([await _reader(c, request, one_chunk=one_chunk, fits=fits) for c in late])
         first = await pipeline.next()
     except BaseException as error:
         export.failed = True
-        await export.release(spec)
+        await export.release(request)
         if isinstance(error, Exception) and not isinstance(error, AppError):
-            log.error("export %s could not start: %r", spec.filename, error)
+            log.error("export %s could not start: %r", request.filename, error)
             # Only a database that cannot serve is a 503 (clients and load
             # balancers retry those); anything else is a fault of ours.
             if is_database_unavailable(error):
@@ -207,8 +222,20 @@ async def open_export(
                 ) from None
         raise
     await attempt.start_streaming()
-    log.info("export %s started by %s", spec.filename, _who(attempt), extra=_fields(attempt))
-    return ExportBody(export, _body(export, pipeline, spec, first), spec, position=position)
+    log.info(
+        "export %s started by %s: %d rows",
+        request.filename,
+        _who(attempt),
+        total_rows,
+        extra=_fields(attempt),
+    )
+    return ExportBody(
+        export,
+        _body(export, pipeline, request, first, total_rows),
+        request,
+        total_rows,
+        position=position,
+    )
 
 
 def _who(attempt: ExportAttempt) -> str:
@@ -231,11 +258,18 @@ class ExportBody:
     """
 
     def __init__(
-        self, export: _Export, chunks: AsyncGenerator[bytes], spec: ExportSpec, *, position: int
+        self,
+        export: _Export,
+        chunks: AsyncGenerator[bytes],
+        request: ExportRequest,
+        total_rows: int,
+        *,
+        position: int,
     ) -> None:
         self._export = export
         self._chunks = chunks
-        self._spec = spec
+        self.request = request
+        self.total_rows = total_rows
         # The last change the snapshot sees: the export's X-Export-Cursor.
         self.position = position
 
@@ -249,66 +283,71 @@ class ExportBody:
     def cut_off(self, reason: str) -> None:
         """Sending stopped on the server's side (a stalled client, the time limit)."""
         log.warning(
-            "export %s aborted: %s", self._spec.filename, reason, extra=_fields(self.attempt)
+            "export %s aborted: %s", self.request.filename, reason, extra=_fields(self.attempt)
         )
         self._export.outcome, self._export.detail = "aborted", reason
 
     async def aclose(self) -> None:
         await self._chunks.aclose()
-        await self._export.release(self._spec)  # a no-op once the body has released it
+        await self._export.release(self.request)  # a no-op once the body has released it
         # Still no outcome: the body was closed early, so the client went away.
         await self.attempt.finish(self._export.outcome or "aborted", detail=self._export.detail)
 
 
 async def _reader(
     connection: AsyncConnection,
-    spec: ExportSpec,
+    request: ExportRequest,
     *,
-    email: str | None,
-    chunk_rows: int,
-    since: int | None,
+    one_chunk: bool = False,
+    fits: bool = False,
 ) -> ChunkReader:
+    export_format, columns, options = request.format, request.spec.columns, request.options
     if connection.dialect.name == "postgresql":
-        return await PostgresChunks.on(
-            connection, spec, email=email, chunk_rows=chunk_rows, since=since
-        )
-    return SqliteChunks(connection, spec, email=email, chunk_rows=chunk_rows, since=since)
+        pg_rows = export_format.pg_rows(columns, options)
+        return await PostgresChunks.on(connection, request.filters, pg_rows, fits=fits)
+    sqlite_rows = export_format.sqlite_rows(columns, options)
+    return SqliteChunks(connection, request.filters, sqlite_rows, one_chunk=one_chunk, fits=fits)
 
 
 async def _body(
     export: _Export,
     pipeline: ChunkPipeline,
-    spec: ExportSpec,
+    request: ExportRequest,
     chunk: Chunk | None,
+    total_rows: int,
 ) -> AsyncGenerator[bytes]:
     started = time.perf_counter()
     attempt = export.attempt
+    writer = request.format.writer(request.spec.columns, request.options, total_rows=total_rows)
     try:
-        yield CsvEncoder(spec).header()
+        yield await writer.start()
         while chunk is not None:
             attempt.rows += chunk.rows
-            yield chunk.body
+            yield await writer.add(chunk.body, chunk.rows)
             # A client hanging up cancels this task, but `send` does not await
             # once the client is gone and a chunk read ahead is returned at once:
             # take the cancellation here, or the export would run on.
             await anyio.lowlevel.checkpoint_if_cancelled()
             chunk = await pipeline.next()
+        yield await writer.finish()
         export.outcome = export.outcome or "completed"
     except Exception as error:
         export.outcome, export.detail = "failed", f"database error: {type(error).__name__}"
         export.failed = True
         log.exception(
             "export %s failed after %d rows; response aborted",
-            spec.filename,
+            request.filename,
             attempt.rows,
             extra=_fields(attempt),
         )
         raise
     finally:
-        await export.release(spec)
+        with anyio.CancelScope(shield=True):
+            await writer.aclose()
+        await export.release(request)
         log.info(
             "export %s %s by %s: %d rows in %.2fs",
-            spec.filename,
+            request.filename,
             export.outcome or "aborted",
             _who(attempt),
             attempt.rows,

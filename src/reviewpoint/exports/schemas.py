@@ -1,0 +1,172 @@
+"""The query parameters of the two exports, documented for the OpenAPI schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Query
+from pydantic import AwareDatetime, BaseModel, BeforeValidator
+
+from reviewpoint.exports import cursor
+from reviewpoint.exports.columns import CHOOSABLE, ExportSpec, choose_fields
+from reviewpoint.exports.formats import FORMATS, check_options, format_named
+from reviewpoint.exports.formats.base import Options
+from reviewpoint.exports.query import Filters
+from reviewpoint.exports.request import ExportRequest
+from reviewpoint.inputs import INT32_MAX
+
+TIMESTAMP_RULE = (
+    "an ISO 8601 timestamp with a time zone, such as 2025-01-08T10:30:00Z "
+    "(in a URL, write + as %2B)"
+)
+
+
+def _iso_timestamp(value: object) -> object:
+    """Only ISO 8601 with a zone: pydantic alone would also take bare numbers as Unix times."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"must be {TIMESTAMP_RULE}") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"has no time zone; it must be {TIMESTAMP_RULE}")
+    try:
+        parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range") from None
+    return parsed
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_timestamp)]
+
+
+def _parameter(*, default: Any, description: str, example: object, **constraints: Any) -> Any:
+    """A documented query parameter: its example shown both in its schema and beside it."""
+    return Query(
+        default=default,
+        description=description,
+        examples=[example],
+        openapi_examples={"example": {"value": example}},
+        **constraints,
+    )
+
+
+class ExportParameters(BaseModel):
+    """What both exports accept: a format, its options, and filters applied in SQL."""
+
+    format: str = _parameter(
+        default="csv",
+        description=(
+            f"Case-insensitive: {', '.join(f'`{name}`' for name in FORMATS)}. "
+            "Anything else is a 400 listing them."
+        ),
+        example="ndjson",
+    )
+    email: str | None = _parameter(
+        default=None,
+        description="Only the user with this address (ASCII letters case-insensitive).",
+        example="john@example.com",
+    )
+    is_active: bool | None = _parameter(
+        default=None,
+        description="Only active (`true`) or inactive (`false`) users.",
+        example=True,
+    )
+    is_admin: bool | None = _parameter(
+        default=None,
+        description="Only administrators (`true`) or only others (`false`).",
+        example=False,
+    )
+    created_after: Timestamp | None = _parameter(
+        default=None,
+        description=f"Only users created strictly after this moment: {TIMESTAMP_RULE}.",
+        example="2025-01-01T00:00:00Z",
+    )
+    created_before: Timestamp | None = _parameter(
+        default=None,
+        description=f"Only users created strictly before this moment: {TIMESTAMP_RULE}.",
+        example="2026-01-01T00:00:00+01:00",
+    )
+    updated_since: Timestamp | None = _parameter(
+        default=None,
+        description=f"Only users updated at or after this moment: {TIMESTAMP_RULE}.",
+        example="2025-06-01T00:00:00Z",
+    )
+    after_id: int | None = _parameter(
+        default=None,
+        ge=0,
+        le=INT32_MAX,
+        description=(
+            "Only users with a larger id: pass the last id received to resume an export "
+            "that was cut off (records come in id order)."
+        ),
+        example=12345,
+    )
+    limit: int | None = _parameter(
+        default=None,
+        ge=1,
+        le=INT32_MAX,
+        description="At most this many records, the first in id order (a sample or preview).",
+        example=10,
+    )
+    bom: bool = _parameter(
+        default=False,
+        description=(
+            "CSV only: start with a UTF-8 byte-order mark, so Excel reads the file as "
+            "UTF-8. `true` with another format is a 400."
+        ),
+        example=True,
+    )
+    excel_safe: bool = _parameter(
+        default=True,
+        description=(
+            "CSV only: prefix text cells starting with `=`, `+`, `-`, `@`, tab, CR or NUL "
+            "with `'`, so spreadsheets do not run them as formulas. `false` turns this "
+            "off for machine consumers; `false` with another format is a 400 (JSON and "
+            "XLSX never need it)."
+        ),
+        example=False,
+    )
+
+    def export_request(self, spec: ExportSpec, *, since: int | None = None) -> ExportRequest:
+        """The export these parameters ask for, or a 400 for a format or option it cannot serve.
+
+        `since`: an incremental sync's change number (`cursor.py`).
+        """
+        export_format = format_named(self.format)
+        options = Options(bom=self.bom, excel_safe=self.excel_safe)
+        check_options(export_format, options)
+        filters = Filters(
+            email=self.email,
+            is_active=self.is_active,
+            is_admin=self.is_admin,
+            created_after=self.created_after,
+            created_before=self.created_before,
+            updated_since=self.updated_since,
+            after_id=self.after_id or 0,
+            limit=self.limit,
+            since=since,
+        )
+        return ExportRequest(spec=spec, format=export_format, filters=filters, options=options)
+
+
+class FullExportParameters(ExportParameters):
+    fields: str | None = _parameter(
+        default=None,
+        description=(
+            "Comma-separated columns, in the order wanted, from: "
+            f"{', '.join(f'`{name}`' for name in CHOOSABLE)}. An unknown or repeated "
+            "name is a 400. Default: every column but `last_login_at` and `is_deleted` "
+            "(with `cursor`, `is_deleted` is added last unless chosen)."
+        ),
+        example="id,email,created_at",
+    )
+
+    def export_request(self, spec: ExportSpec, *, since: int | None = None) -> ExportRequest:
+        if self.fields is not None:
+            spec = choose_fields(spec, self.fields)
+        if since is not None:
+            spec = cursor.with_deletions(spec)
+        return super().export_request(spec, since=since)
