@@ -25,6 +25,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -57,6 +58,10 @@ DEFAULT_CONNECTIONS = 2  # config.Settings.export_connections (PostgreSQL only)
 
 # Targets from the issue; printed next to the measurements.
 TARGET_RATIO: dict[Backend, float] = {"postgresql": 1.5, "sqlite": 2.5}
+TARGET_NDJSON_RATIO = 1.5  # NDJSON export / the database writing the same JSON itself
+TARGET_XLSX_ROWS_S = 200_000
+TARGET_FILTERED_P50_S = 0.020  # an export of 10 rows out of N, over HTTP
+FILTERED_REQUESTS = 50
 TARGET_RSS_MB = 50.0
 TARGET_FIRST_BYTE_S = 0.200
 TARGET_HEALTH_S = 0.100
@@ -257,11 +262,14 @@ class Way:
         }
 
 
-def http_export(server: Server, way: Way, *, output: str = os.devnull, record: bool = True) -> None:
-    """One download with curl, the server's RSS sampled meanwhile."""
+def http_export(
+    server: Server, way: Way, *, query: str = "", output: str = os.devnull, record: bool = True
+) -> None:
+    """One download with curl (`query`: `format=...`), the server's RSS sampled meanwhile."""
     write_out = "%{http_code} %{time_starttransfer} %{time_total} %{size_download}"
     command = ["curl", "-s", "-o", output, "-w", write_out, "--max-time", str(STEP_TIMEOUT_S)]
-    command += ["-H", f"X-API-Key: {server.key}", server.base_url + EXPORT_PATH]
+    url = server.base_url + EXPORT_PATH + (f"?{query}" if query else "")
+    command += ["-H", f"X-API-Key: {server.key}", url]
     with RssSampler(server.pid) as rss:
         result = subprocess.run(
             command,
@@ -353,6 +361,108 @@ def db_dump(command: list[str], env: dict[str, str], way: Way, *, record: bool =
         way.wall_s.append(wall)
 
 
+# The database writing the NDJSON export's exact document itself, with its own
+# JSON functions: the same keys, `Z` timestamps and true/false. PostgreSQL's
+# COPY in CSV mode with control characters as quote and delimiter passes each
+# line through untouched (its text mode would double JSON's backslashes).
+_SQLITE_SAME_JSON = (
+    "SELECT json_object('id', id, 'email', email, 'name', name, "
+    "'created_at', strftime('%Y-%m-%dT%H:%M:%SZ', created_at), "
+    "'updated_at', strftime('%Y-%m-%dT%H:%M:%SZ', updated_at), "
+    "'is_active', json(iif(is_active, 'true', 'false')), "
+    "'is_admin', json(iif(is_admin, 'true', 'false'))) "
+    "FROM users WHERE is_deleted = 0 ORDER BY id"
+)
+_PG_Z = "to_char({0} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS {0}"
+_PG_SAME_JSON = (
+    "SELECT row_to_json(t) FROM (SELECT id, email, name, "
+    f"{_PG_Z.format('created_at')}, {_PG_Z.format('updated_at')}, is_active, is_admin "
+    "FROM users WHERE is_deleted = false ORDER BY id) t"
+)
+
+
+def json_dump_command(db: Database, pg: Postgres | None) -> list[str]:
+    """The database's own NDJSON of the export's rows: byte for byte the export's."""
+    if db.backend == "sqlite":
+        return ["sqlite3", db.name, _SQLITE_SAME_JSON]
+    assert pg is not None
+    options = "(FORMAT csv, DELIMITER e'\\x02', QUOTE e'\\x01')"
+    return [*pg.args, "-d", db.name, "-c", f"\\copy ({_PG_SAME_JSON}) TO STDOUT {options}"]
+
+
+def _sha256(command: list[str], env: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE) as process:
+        output = process.stdout
+        assert output is not None
+        for block in iter(lambda: output.read(MIB), b""):
+            digest.update(block)
+    if process.returncode != 0:
+        raise RuntimeError(f"{command[0]} exited {process.returncode}")
+    return digest.hexdigest()
+
+
+def verify_formats(
+    server: Server, ndjson: Way, xlsx: Way, json_dump: list[str], env: dict[str, str]
+) -> dict[str, Any]:
+    """NDJSON: N lines, byte-identical to the database's own; XLSX: N rows in its sheets."""
+    with tempfile.TemporaryDirectory(prefix="rvp-bench-") as tmp:
+        path = Path(tmp) / "export.ndjson"
+        http_export(server, ndjson, query="format=ndjson", output=str(path), record=False)
+        digest = hashlib.sha256()
+        lines = 0
+        with path.open("rb") as raw:
+            for block in iter(lambda: raw.read(MIB), b""):
+                digest.update(block)
+                lines += block.count(b"\n")
+        book = Path(tmp) / "export.xlsx"
+        http_export(server, xlsx, query="format=xlsx", output=str(book), record=False)
+        rows = 0
+        with zipfile.ZipFile(book) as archive:
+            for name in archive.namelist():
+                if name.startswith("xl/worksheets/"):
+                    with archive.open(name) as sheet:
+                        for block in iter(lambda: sheet.read(MIB), b""):
+                            rows += block.count(b"<row>")
+                    rows -= 1  # its header
+    if lines != ndjson.rows or rows != xlsx.rows:
+        raise RuntimeError(f"NDJSON has {lines} lines and XLSX {rows} rows, not {ndjson.rows}")
+    return {
+        "ndjson_lines": lines,
+        "ndjson_identical_to_database_json": digest.hexdigest() == _sha256(json_dump, env),
+        "xlsx_rows": rows,
+        "xlsx_bytes": book.stat().st_size if book.exists() else None,
+    }
+
+
+def filtered_latency(server: Server, query: str, expected_rows: int) -> dict[str, Any]:
+    """Latency of a small filtered export, to its last byte, on one keep-alive connection."""
+    connection = server.connection()
+    latencies = []
+    try:
+        for _ in range(FILTERED_REQUESTS):
+            started = time.perf_counter()
+            connection.request("GET", f"{EXPORT_PATH}?{query}", headers={"X-API-Key": server.key})
+            response = connection.getresponse()
+            body = response.read()
+            latencies.append(time.perf_counter() - started)
+            rows = response.getheader("X-Export-Rows")
+            if response.status != 200 or rows != str(expected_rows):
+                raise RuntimeError(f"filtered export: HTTP {response.status}, {rows} rows")
+            if body.count(b"\r\n") != expected_rows + 1:
+                raise RuntimeError("filtered export: the body does not hold X-Export-Rows records")
+    finally:
+        connection.close()
+    ordered = sorted(latencies)
+    return {
+        "query": query,
+        "rows": expected_rows,
+        "requests": len(ordered),
+        "p50_s": statistics.median(ordered),
+        "p99_s": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+    }
+
+
 def in_memory(db: Database, way: Way) -> str:
     """The seed-style baseline in its own process; returns the SHA-256 of its CSV."""
     script = str(BENCH_DIR / "inmemory_baseline.py")
@@ -409,24 +519,40 @@ def bench_backend(
     dump = Way(f"{dump_tool} (database dump)", users)
     memory = Way("in-memory ORM + csv (seed style)", users)
     small_export = Way(f"HTTP export-full, {small:,} users", small)
+    ndjson = Way("HTTP export-full ?format=ndjson", users)
+    json_tool = "sqlite3 json_object" if backend == "sqlite" else "psql \\copy row_to_json"
+    json_dump = Way(f"{json_tool} (same NDJSON)", users)
+    xlsx = Way("HTTP export-full ?format=xlsx", users)
     dump_env = db.env() if pg is None else pg.env
     command = dump_command(db, pg)
+    json_command = json_dump_command(db, pg)
+    # Seeded admins are the users whose number is a multiple of 1,000 (`users/seed.py`):
+    # ten of them come after this id.
+    filtered_query = f"is_admin=true&after_id={max(0, users - 10_000)}"
+    filtered_rows = min(10, users // 1000)
 
     with serve(db) as server:
         log(f"{backend}: server pid {server.pid} on {server.base_url}")
         started_rss = server.rss_kib()
         verification = verify_download(server, export)  # also warms both caches
+        verification.update(verify_formats(server, ndjson, xlsx, json_command, dump_env))
         db_dump(command, dump_env, dump, record=False)  # warm-up
         sha_memory = ""
         for index in range(repeat):
             log(f"{backend}: run {index + 1}/{repeat}")
             http_export(server, export)
             db_dump(command, dump_env, dump)
+            http_export(server, ndjson, query="format=ndjson")
+            db_dump(json_command, dump_env, json_dump)
+            http_export(server, xlsx, query="format=xlsx")
             sha_memory = in_memory(db, memory)
             log(
                 f"{backend}: export {export.wall_s[-1]:.2f} s, dump {dump.wall_s[-1]:.2f} s, "
-                f"in-memory {memory.wall_s[-1]:.2f} s"
+                f"ndjson {ndjson.wall_s[-1]:.2f} s, its dump {json_dump.wall_s[-1]:.2f} s, "
+                f"xlsx {xlsx.wall_s[-1]:.2f} s, in-memory {memory.wall_s[-1]:.2f} s"
             )
+        log(f"{backend}: {filtered_query} x{FILTERED_REQUESTS}")
+        filtered = filtered_latency(server, filtered_query, filtered_rows)
         log(f"{backend}: {CONCURRENT_EXPORTS} exports at once, sampling /api/v1/health")
         health = health_under_load(server)
         export.notes["server_hwm_mb"] = round(status_kib(server.pid, "VmHWM") / 1024, 1)
@@ -458,14 +584,22 @@ def bench_backend(
             "db_dump": dump.summary(),
             "in_memory": memory.summary(),
             "http_export_small": small_export.summary(),
+            "http_ndjson": ndjson.summary(),
+            "db_json": json_dump.summary(),
+            "http_xlsx": xlsx.summary(),
         },
         "ratio_export_to_dump": export.wall / dump.wall,
+        "ratio_ndjson_to_db_json": ndjson.wall / json_dump.wall,
         "ratio_in_memory_to_dump": memory.wall / dump.wall,
+        "filtered": filtered,
         "targets": {
             "ratio_export_to_dump_max": TARGET_RATIO[backend],
             "rss_growth_mb_max": TARGET_RSS_MB,
             "first_byte_s_max": TARGET_FIRST_BYTE_S,
             "health_s_max": TARGET_HEALTH_S,
+            "ratio_ndjson_to_db_json_max": TARGET_NDJSON_RATIO,
+            "xlsx_rows_per_s_min": TARGET_XLSX_ROWS_S,
+            "filtered_p50_s_max": TARGET_FILTERED_P50_S,
         },
         "verification": verification,
         "health_under_load": health,
@@ -532,6 +666,23 @@ def render(result: dict[str, Any]) -> str:
         f"download checked        {verification['records']:,} CSV records (header + "
         f"{result['users']:,}), {verification['bytes']:,} bytes, byte-identical to the "
         f"in-memory CSV: {'yes' if verification['identical_to_python_encoder'] else 'NO'}",
+    ]
+    ndjson, xlsx, filtered = ways["http_ndjson"], ways["http_xlsx"], result["filtered"]
+    json_ratio = result["ratio_ndjson_to_db_json"]
+    xlsx_rate = xlsx["rows_per_s"]
+    identical = verification["ndjson_identical_to_database_json"]
+    lines += [
+        f"ratio NDJSON / same JSON {json_ratio:5.2f}x  target <= {TARGET_NDJSON_RATIO}x   "
+        f"{_verdict(json_ratio <= TARGET_NDJSON_RATIO)}   (NDJSON byte-identical to the "
+        f"database's: {'yes' if identical else 'NO'})",
+        f"XLSX                    {xlsx_rate:,.0f} rows/s, peak RSS growth "
+        f"{_mb(xlsx['max_rss_growth_mb'])}, {verification['xlsx_rows']:,} rows read back   "
+        f"target >= {TARGET_XLSX_ROWS_S:,} rows/s   {_verdict(xlsx_rate >= TARGET_XLSX_ROWS_S)}",
+        f"filtered export         {filtered['rows']} of {result['users']:,} rows "
+        f"({filtered['query']}): p50 {_ms(filtered['p50_s'])}, p99 {_ms(filtered['p99_s'])}   "
+        f"target p50 <= {TARGET_FILTERED_P50_S * 1000:.0f} ms   "
+        f"{_verdict(filtered['p50_s'] <= TARGET_FILTERED_P50_S)}",
+        f"NDJSON memory           peak RSS growth {_mb(ndjson['max_rss_growth_mb'])}",
     ]
     return "\n".join(lines)
 

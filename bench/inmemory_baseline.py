@@ -7,7 +7,7 @@ It runs in its own process, started by `export_bench.py`, so its peak RSS
 
 Prints one JSON object on stdout: wall time, rows, bytes, RSS before loading and
 peak RSS, and the SHA-256 of the bytes (the harness compares it with the HTTP
-download, since both must follow `encoders.CsvEncoder` to the byte).
+download, since both must follow `formats.csv.CsvEncoder` to the byte).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from pathlib import Path
 from sqlalchemy import false, select
 
 from reviewpoint.db import standalone_session
-from reviewpoint.exports.encoders import FULL, format_cell
+from reviewpoint.exports.columns import FULL
+from reviewpoint.exports.formats.csv import format_cell
 from reviewpoint.users.models import User
 
 
