@@ -648,6 +648,7 @@ async def run_storm(
     email_key: Credential,
     email: str,
     login_emails: list[str],
+    accept_encoding: str,
 ) -> tuple[list[Endpoint], float]:
     """Every client loop at once until the deadline; in-flight requests finish (bounded)."""
     full_keys = Endpoint(
@@ -668,7 +669,11 @@ async def run_storm(
     key_lists = Endpoint(f"GET {API_KEYS} (admin)", ADMIN_READ_LOOPS, [200])
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
     async with httpx.AsyncClient(
-        base_url=base_url, trust_env=False, limits=limits, timeout=EXPORT_TIMEOUT_S
+        base_url=base_url,
+        trust_env=False,
+        limits=limits,
+        timeout=EXPORT_TIMEOUT_S,
+        headers={"Accept-Encoding": accept_encoding},
     ) as client:
         started = time.monotonic()
         storm = Storm(client, started + duration, live_users)
@@ -730,7 +735,12 @@ def monitoring(server: Server, db: Database, pg: Postgres) -> Iterator[Connectio
 
 
 def storm_database(
-    backend: Backend, pg: Postgres, users: int, duration: float, workers: int
+    backend: Backend,
+    pg: Postgres,
+    users: int,
+    duration: float,
+    workers: int,
+    accept_encoding: str,
 ) -> dict[str, Any]:
     """Seed, serve, storm, check what is left, and clean up: one database's result."""
     live_users = users + 1  # the seeded users and the admin
@@ -764,6 +774,7 @@ def storm_database(
                                 email_key,
                                 f"seed{seed_n}@seed.example",
                                 [admin_email, f"seed{seed_n}@seed.example", "nobody@example.com"],
+                                accept_encoding,
                             )
                         )
                     monitor.send("stop")
@@ -785,6 +796,7 @@ def storm_database(
         "duration_s": duration,
         "storm_s": elapsed,
         "workers": workers,
+        "accept_encoding": accept_encoding,
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "endpoints": [asdict(endpoint) for endpoint in endpoints],
         "credentials": [
@@ -901,7 +913,8 @@ def render(result: dict[str, Any]) -> str:
     name = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}[result["backend"]]
     lines = [
         f"### {name}: {result['users']:,} users, {result['duration_s']:g} s storm "
-        f"({storm_s:.1f} s with the last requests), {result['workers']} worker(s)",
+        f"({storm_s:.1f} s with the last requests), {result['workers']} worker(s), "
+        f"Accept-Encoding: {result.get('accept_encoding', 'gzip')}",
         "",
         "| endpoint | loops | requests | req/s | statuses | p50 | p99 | first byte p50 / p99 "
         "| 200 exports complete |",
@@ -1061,6 +1074,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="server worker processes")
     parser.add_argument("--json", type=Path, help="write the raw report here")
     parser.add_argument(
+        "--accept-encoding",
+        default="gzip",
+        help="every client's Accept-Encoding (default gzip, as httpx, requests and browsers "
+        "send; identity for uncompressed responses)",
+    )
+    parser.add_argument(
         "--pg-url",
         default=os.environ.get("BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432"),
         help="PostgreSQL server (on this machine) for the test database (env BENCH_PG_URL)",
@@ -1082,7 +1101,9 @@ def main(argv: list[str] | None = None) -> int:
     results, broken = [], []
     for backend in backends:
         try:
-            result = storm_database(backend, pg, args.users, args.duration, args.workers)
+            result = storm_database(
+                backend, pg, args.users, args.duration, args.workers, args.accept_encoding
+            )
         except (RuntimeError, OSError, subprocess.SubprocessError) as error:
             log(f"{backend}: FAILED to run: {error}")
             broken.append(backend)

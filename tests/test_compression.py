@@ -101,6 +101,43 @@ def test_a_gzipped_export_keeps_its_headers_and_says_it_varies(
     assert "content-length" not in headers
 
 
+@pytest.mark.parametrize(
+    ("accept_encoding", "gzipped"),
+    [
+        ("gzip", True),
+        ("GZIP", True),
+        ("br, gzip;q=0.5", True),
+        ("x-gzip", True),
+        ("*", True),
+        ("gzip;q=0", False),
+        ("*, gzip;q=0", False),
+        ("br, zstd", False),
+        ("*;q=0", False),
+        ("identity", False),
+        ("", False),
+    ],
+)
+def test_an_export_is_gzipped_exactly_when_the_client_accepts_gzip(
+    client: TestClient, users: None, full_key: dict[str, str], accept_encoding: str, gzipped: bool
+) -> None:
+    _, plain_body = _raw(client, EXPORT_MINIMAL, {**full_key, **IDENTITY})
+    response, body = _raw(client, EXPORT_MINIMAL, {**full_key, "Accept-Encoding": accept_encoding})
+    assert response.status_code == 200
+    assert response.headers.get("content-encoding") == ("gzip" if gzipped else None)
+    assert (gzip.decompress(body) if gzipped else body) == plain_body
+
+
+def test_export_bytes_are_counted_before_compression(
+    client: TestClient, db_url: str, users: None, settings: Settings
+) -> None:
+    """The audit trail records the file's size, the same whatever the encoding."""
+    admin = bearer_headers(settings, insert_user(db_url, "admin@example.com", is_admin=True))
+    _, plain_body = _raw(client, EXPORT_FULL, {**admin, **IDENTITY})
+    _raw(client, EXPORT_FULL, {**admin, **GZIP})
+    records = client.get("/api/v1/exports/audit", headers=admin).json()["data"]
+    assert [record["bytes"] for record in records[:2]] == [len(plain_body)] * 2
+
+
 def test_an_xlsx_export_is_never_gzipped_it_is_a_zip_already(
     client: TestClient, users: None, full_key: dict[str, str]
 ) -> None:

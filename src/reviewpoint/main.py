@@ -7,9 +7,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
-from starlette.middleware.gzip import GZipMiddleware
 
-from reviewpoint import __version__, compression
+from reviewpoint import __version__
 from reviewpoint.admission.gate import Admission
 from reviewpoint.api_keys.router import router as api_keys_router
 from reviewpoint.audit import service as audit
@@ -18,6 +17,7 @@ from reviewpoint.audit.router import router as audit_router
 from reviewpoint.auth.router import router as auth_router
 from reviewpoint.body_limit import BodyLimitMiddleware
 from reviewpoint.cache_control import NoStoreMiddleware
+from reviewpoint.compression import GzipWhenAccepted
 from reviewpoint.config import Settings, load_settings, signing_secret
 from reviewpoint.db import Database
 from reviewpoint.errors import install_error_handlers
@@ -85,12 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # 422s the two guards answer before any route or credential check. gzip is
     # innermost: it holds back the response start until the first body, then
     # the others add their headers to the start it sends.
-    app.add_middleware(
-        GZipMiddleware,
-        minimum_size=compression.MINIMUM_SIZE,
-        compresslevel=compression.LEVEL,
-        exclude_content_types=compression.EXCLUDED_CONTENT_TYPES,
-    )
+    app.add_middleware(GzipWhenAccepted)
     app.add_middleware(NulGuardMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)

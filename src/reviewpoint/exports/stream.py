@@ -21,9 +21,12 @@ from contextlib import AsyncExitStack
 import anyio
 import anyio.lowlevel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import StreamingResponse
-from starlette.types import Send
+from starlette.types import Receive, Scope, Send
 
+from reviewpoint import compression
+from reviewpoint.compression import ChunkCompressor
 from reviewpoint.db import shared_snapshot
 from reviewpoint.errors import (
     BUSY_RETRY_AFTER,
@@ -52,6 +55,9 @@ class ExportResponse(StreamingResponse):
     buffer: it stopped reading) and an export running past `max_seconds` are
     cut off: the response ends without its final chunk, so the client sees an
     incomplete download, and the body is closed, which ends the snapshot.
+
+    A client that accepts gzip gets each chunk compressed as it goes
+    (`compression.py` says why here and not in the middleware).
     """
 
     # The default format's, for the OpenAPI schema; each response has its format's.
@@ -80,6 +86,20 @@ class ExportResponse(StreamingResponse):
         )
         self.send_timeout = send_timeout
         self.max_seconds = max_seconds
+        self.compressor: ChunkCompressor | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        compressible = self.media_type not in compression.EXCLUDED_CONTENT_TYPES
+        if compressible and compression.accepts_gzip(
+            Headers(scope=scope).get("accept-encoding", "")
+        ):
+            self.compressor = ChunkCompressor()
+            headers = MutableHeaders(raw=self.raw_headers)
+            headers.add_vary_header("Accept-Encoding")
+            # Also tells GZipMiddleware to leave this response alone; it adds
+            # the Vary header itself to the uncompressed ones.
+            headers["Content-Encoding"] = self.compressor.content_encoding
+        await super().__call__(scope, receive, send)
 
     async def stream_response(self, send: Send) -> None:
         try:
@@ -93,15 +113,21 @@ class ExportResponse(StreamingResponse):
             with anyio.move_on_after(self.max_seconds) as whole:
                 async for chunk in self.body_iterator:
                     assert isinstance(chunk, bytes)
-                    if not await self._send_in_pieces(send, chunk):
+                    wire = (
+                        chunk if self.compressor is None else await self.compressor.compress(chunk)
+                    )
+                    if not await self._send_in_pieces(send, wire):
                         self._body.cut_off(
                             f"the client accepted no data for {self.send_timeout:g} s"
                         )
                         return
+                    # The file's bytes, whatever the encoding: comparable across clients.
+                    self._body.attempt.bytes += len(chunk)
             if whole.cancelled_caught:
                 self._body.cut_off(f"the export ran past {self.max_seconds:g} s")
                 return
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            last = b"" if self.compressor is None else self.compressor.finish()
+            await send({"type": "http.response.body", "body": last, "more_body": False})
         finally:
             # However sending ended (done, cut off, the client gone, even before
             # the first byte), close the body now so the snapshot and slots end.
@@ -122,7 +148,6 @@ class ExportResponse(StreamingResponse):
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
             if stalled.cancelled_caught:
                 return False
-            self._body.attempt.bytes += len(piece)
         return True
 
 

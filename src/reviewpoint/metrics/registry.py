@@ -69,7 +69,7 @@ class Metrics:
         )
         self.export_bytes = Counter(
             "reviewpoint_export_bytes",
-            "Body bytes sent by exports, counted when each export ends",
+            "Bytes of the export files sent (before any gzip), counted when each export ends",
             ["endpoint", "format"],
             registry=registry,
         )
