@@ -47,6 +47,8 @@ VALID_ARGUMENTS: dict[Path_, list[str]] = {
     ("features", "enable"): ["users:export"],
     ("features", "disable"): ["users:export"],
     ("features", "reset"): ["users:export"],
+    # Format, fields and filters are checked by the HTTP export's schema first.
+    ("export",): ["--full", "--format", "ndjson", "--fields", "id,email", "--is-active", "true"],
 }
 # Commands that need no migrated database, and why.
 NO_SCHEMA_NEEDED: dict[Path_, str] = {

@@ -14,15 +14,17 @@ from reviewpoint.exports.attempt import Outcome
 from reviewpoint.inputs import INT32_MAX
 
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
-ActorKind = Literal["user", "api_key"]
+# `cli`: `reviewpoint export`, run by the operating-system user whose uid is the id.
+ActorKind = Literal["user", "api_key", "cli"]
 ACTOR_KINDS: tuple[ActorKind, ...] = get_args(ActorKind)
-ACTOR_FORMAT = "user:ID or api_key:ID"
+ACTOR_FORMAT = "user:ID, api_key:ID or cli:UID"
 INSTANT_FORMAT = "an ISO 8601 time with a zone, e.g. 2026-11-26T09:30:00Z"
 
 
 @dataclass(frozen=True)
 class ActorRef:
-    """`user:ID` or `api_key:ID`: who a filter asks for, spelled as `ExportPrincipal.key`."""
+    """`user:ID`, `api_key:ID` or `cli:UID`: who a filter asks for, spelled as
+    `ExportPrincipal.key`."""
 
     kind: ActorKind
     id: int
@@ -31,10 +33,12 @@ class ActorRef:
     def parse(cls, value: str) -> ActorRef:
         kind, _, number = value.partition(":")
         # isdecimal() and the bound: the id goes to a 32-bit integer column.
+        # Row ids start at 1; a uid may be 0 (root).
+        lowest = 0 if kind == "cli" else 1
         if (
             kind not in ACTOR_KINDS
             or not (number.isascii() and number.isdecimal())
-            or not 1 <= int(number) <= INT32_MAX
+            or not lowest <= int(number) <= INT32_MAX
         ):
             raise ValueError(f"must be {ACTOR_FORMAT}")
         return cls(kind=kind, id=int(number))

@@ -88,7 +88,8 @@ async def list_page(
     offset: int = 0,
     limit: int = 100,
 ) -> tuple[Sequence[ExportAudit], int]:
-    """Records newest first; `actor` is `user:ID` or `api_key:ID` (ValueError otherwise)."""
+    """Records newest first; `actor` is `user:ID`, `api_key:ID` or `cli:UID`
+    (ValueError otherwise)."""
     who = ActorRef.parse(actor) if actor is not None else None
     query = AuditQuery(
         actor_kind=who.kind if who else None,

@@ -66,12 +66,17 @@ CurrentAdmin = Annotated[User, Depends(get_current_admin)]
 
 @dataclass(frozen=True)
 class ExportPrincipal:
-    """Who runs an export, as the audit log names them."""
+    """Who runs an export, as the audit log names them.
 
-    kind: Literal["api_key", "user"]
+    `cli` is `reviewpoint export`: an operator with the database's credentials
+    and no account, named by their operating-system user (id: the uid).
+    """
+
+    kind: Literal["api_key", "user", "cli"]
     id: int
     label: str
-    # The user's email or the key's name, and the key's prefix (never its secret).
+    # The user's email, the key's name or the OS user name, and the key's prefix
+    # (never its secret).
     name: str
     key_prefix: str | None = None
 

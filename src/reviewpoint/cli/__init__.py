@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reviewpoint.cli import api_keys, audit, db, demo, features, server, users
+from reviewpoint.cli import api_keys, audit, db, demo, export, features, server, users
 from reviewpoint.cli.console import OneLineTyper
 
 app = OneLineTyper(help="ReViewPoint user export service.", no_args_is_help=True)
@@ -12,5 +12,6 @@ app.add_typer(users.app, name="users")
 app.add_typer(api_keys.app, name="api-keys")
 app.add_typer(features.app, name="features")
 app.add_typer(audit.app, name="audit")
+app.command()(export.export)
 app.command()(users.seed)
 app.command()(demo.demo)

@@ -18,7 +18,7 @@ time and its errors are logged (`ExportObserver`).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Literal, Protocol
@@ -159,6 +159,15 @@ def _text(value: str | None) -> str | None:
     return None if value is None else value[:_TEXT_LIMIT]
 
 
+def recorded_filters(parameters: Mapping[str, str | None]) -> dict[str, str]:
+    """What an attempt records of its parameters: the named ones, each cut to fit."""
+    return {
+        name: value[:_TEXT_LIMIT]
+        for name in RECORDED_PARAMETERS
+        if (value := parameters.get(name)) is not None
+    }
+
+
 async def track_export(request: Request) -> AsyncIterator[ExportAttempt]:
     """Route dependency, declared first on each export route so that it sees every
     refusal the later dependencies raise (feature off, credentials, parameters).
@@ -170,11 +179,7 @@ async def track_export(request: Request) -> AsyncIterator[ExportAttempt]:
     attempt = ExportAttempt(
         endpoint=request.url.path.rsplit("/", 1)[-1],
         format=_text(request.query_params.get("format", "csv")),
-        filters={
-            name: value[:_TEXT_LIMIT]
-            for name in RECORDED_PARAMETERS
-            if (value := request.query_params.get(name)) is not None
-        },
+        filters=recorded_filters(request.query_params),
         request_id=current_request_id.get(),
         client_address=request.client.host if request.client else None,
         user_agent=_text(request.headers.get("user-agent")),
