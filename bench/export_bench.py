@@ -60,6 +60,7 @@ DEFAULT_CONNECTIONS = 2  # config.Settings.export_connections (PostgreSQL only)
 TARGET_RATIO: dict[Backend, float] = {"postgresql": 1.5, "sqlite": 2.5}
 TARGET_NDJSON_RATIO = 1.5  # NDJSON export / the database writing the same JSON itself
 TARGET_XLSX_ROWS_S = 200_000
+TARGET_GZIP_RATIO = 1.5  # the gzipped export / the plain one
 TARGET_FILTERED_P50_S = 0.020  # an export of 10 rows out of N, over HTTP
 FILTERED_REQUESTS = 50
 TARGET_RSS_MB = 50.0
@@ -263,11 +264,22 @@ class Way:
 
 
 def http_export(
-    server: Server, way: Way, *, query: str = "", output: str = os.devnull, record: bool = True
+    server: Server,
+    way: Way,
+    *,
+    query: str = "",
+    output: str = os.devnull,
+    record: bool = True,
+    compressed: bool = False,
 ) -> None:
-    """One download with curl (`query`: `format=...`), the server's RSS sampled meanwhile."""
+    """One download with curl (`query`: `format=...`), the server's RSS sampled meanwhile.
+
+    `compressed`: curl asks for gzip and decompresses, as `curl --compressed`.
+    """
     write_out = "%{http_code} %{time_starttransfer} %{time_total} %{size_download}"
     command = ["curl", "-s", "-o", output, "-w", write_out, "--max-time", str(STEP_TIMEOUT_S)]
+    if compressed:
+        command.append("--compressed")
     url = server.base_url + EXPORT_PATH + (f"?{query}" if query else "")
     command += ["-H", f"X-API-Key: {server.key}", url]
     with RssSampler(server.pid) as rss:
@@ -478,6 +490,22 @@ def in_memory(db: Database, way: Way) -> str:
     return sha
 
 
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as raw:
+        for block in iter(lambda: raw.read(MIB), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_gzip(server: Server, way: Way, plain_sha256: str) -> bool:
+    """`curl --compressed` writes exactly the plain download's bytes."""
+    with tempfile.TemporaryDirectory(prefix="rvp-bench-") as tmp:
+        path = Path(tmp) / "export.csv"
+        http_export(server, way, output=str(path), record=False, compressed=True)
+        return _file_sha256(path) == plain_sha256
+
+
 def verify_download(server: Server, way: Way) -> dict[str, Any]:
     """Download once to a file and parse it: N records plus the header, nothing cut off.
 
@@ -523,6 +551,7 @@ def bench_backend(
     json_tool = "sqlite3 json_object" if backend == "sqlite" else "psql \\copy row_to_json"
     json_dump = Way(f"{json_tool} (same NDJSON)", users)
     xlsx = Way("HTTP export-full ?format=xlsx", users)
+    gzipped = Way("HTTP export-full, gzip", users)
     dump_env = db.env() if pg is None else pg.env
     command = dump_command(db, pg)
     json_command = json_dump_command(db, pg)
@@ -536,6 +565,7 @@ def bench_backend(
         started_rss = server.rss_kib()
         verification = verify_download(server, export)  # also warms both caches
         verification.update(verify_formats(server, ndjson, xlsx, json_command, dump_env))
+        verification["gzip_identical"] = verify_gzip(server, gzipped, verification["sha256"])
         db_dump(command, dump_env, dump, record=False)  # warm-up
         sha_memory = ""
         for index in range(repeat):
@@ -545,11 +575,13 @@ def bench_backend(
             http_export(server, ndjson, query="format=ndjson")
             db_dump(json_command, dump_env, json_dump)
             http_export(server, xlsx, query="format=xlsx")
+            http_export(server, gzipped, compressed=True)
             sha_memory = in_memory(db, memory)
             log(
                 f"{backend}: export {export.wall_s[-1]:.2f} s, dump {dump.wall_s[-1]:.2f} s, "
                 f"ndjson {ndjson.wall_s[-1]:.2f} s, its dump {json_dump.wall_s[-1]:.2f} s, "
-                f"xlsx {xlsx.wall_s[-1]:.2f} s, in-memory {memory.wall_s[-1]:.2f} s"
+                f"xlsx {xlsx.wall_s[-1]:.2f} s, gzip {gzipped.wall_s[-1]:.2f} s, "
+                f"in-memory {memory.wall_s[-1]:.2f} s"
             )
         log(f"{backend}: {filtered_query} x{FILTERED_REQUESTS}")
         filtered = filtered_latency(server, filtered_query, filtered_rows)
@@ -587,7 +619,9 @@ def bench_backend(
             "http_ndjson": ndjson.summary(),
             "db_json": json_dump.summary(),
             "http_xlsx": xlsx.summary(),
+            "http_gzip": gzipped.summary(),
         },
+        "ratio_gzip_to_plain": gzipped.wall / export.wall,
         "ratio_export_to_dump": export.wall / dump.wall,
         "ratio_ndjson_to_db_json": ndjson.wall / json_dump.wall,
         "ratio_in_memory_to_dump": memory.wall / dump.wall,
@@ -599,6 +633,7 @@ def bench_backend(
             "health_s_max": TARGET_HEALTH_S,
             "ratio_ndjson_to_db_json_max": TARGET_NDJSON_RATIO,
             "xlsx_rows_per_s_min": TARGET_XLSX_ROWS_S,
+            "ratio_gzip_to_plain_max": TARGET_GZIP_RATIO,
             "filtered_p50_s_max": TARGET_FILTERED_P50_S,
         },
         "verification": verification,
@@ -684,6 +719,15 @@ def render(result: dict[str, Any]) -> str:
         f"{_verdict(filtered['p50_s'] <= TARGET_FILTERED_P50_S)}",
         f"NDJSON memory           peak RSS growth {_mb(ndjson['max_rss_growth_mb'])}",
     ]
+    if "http_gzip" in ways:  # older saved results have no gzip row
+        gzip_ratio = result["ratio_gzip_to_plain"]
+        gzip_bytes = ways["http_gzip"]["bytes"]
+        lines.append(
+            f"ratio gzip / plain      {gzip_ratio:5.2f}x  target <= {TARGET_GZIP_RATIO}x   "
+            f"{_verdict(gzip_ratio <= TARGET_GZIP_RATIO)}   ({gzip_bytes[-1]:,} bytes on the "
+            f"wire; decompressed byte-identical to the plain download: "
+            f"{'yes' if verification.get('gzip_identical') else 'NO'})"
+        )
     return "\n".join(lines)
 
 
