@@ -127,3 +127,16 @@ def test_spaces_around_field_names_are_ignored(
 ) -> None:
     insert_users(db_url, [("a@example.com", "A")])
     assert _csv(_get(client, full_key, fields=" email , name "))[0] == ["email", "name"]
+
+
+@pytest.mark.parametrize("fields", ["id,email", "", "password"])
+def test_fields_on_the_minimal_export_is_a_400_not_ignored(
+    client: TestClient, db_url: str, fields: str
+) -> None:
+    key = {"X-API-Key": create_api_key(db_url, ["users:export"])[1]}
+    response = client.get("/api/v1/users/export", params={"fields": fields}, headers=key)
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": "fields is accepted only by /api/v1/users/export-full "
+        "(the minimal export always has id,email,name)"
+    }

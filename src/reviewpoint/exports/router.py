@@ -18,7 +18,11 @@ from reviewpoint.exports.columns import FULL, MINIMAL, ExportSpec
 from reviewpoint.exports.formats import FORMATS
 from reviewpoint.exports.formats.base import Options
 from reviewpoint.exports.request import ExportRequest
-from reviewpoint.exports.schemas import ExportParameters, FullExportParameters
+from reviewpoint.exports.schemas import (
+    ExportParameters,
+    FullExportParameters,
+    refuse_fields_on_minimal,
+)
 from reviewpoint.exports.stream import ExportResponse, open_export
 
 router = APIRouter(prefix="/api/v1/users")
@@ -26,7 +30,7 @@ router = APIRouter(prefix="/api/v1/users")
 _EXPORT_ERRORS: dict[int | str, dict[str, object]] = {
     400: {
         "description": "Unsupported format, unknown or repeated field, an option "
-        "the format does not take, or `cursor` on /export"
+        "the format does not take, or `cursor` or `fields` on /export"
     },
     401: {"description": "Missing, unknown, expired or revoked credentials"},
     403: {"description": "Feature disabled, scope missing, or not an administrator"},
@@ -159,6 +163,7 @@ async def export_users(
     principal: Annotated[ExportPrincipal, Depends(require_scope("users:export"))],
     parameters: Annotated[ExportParameters, Query()],
     _no_cursor: Annotated[None, Depends(cursor.refuse_on_minimal)] = None,
+    _no_fields: Annotated[None, Depends(refuse_fields_on_minimal)] = None,
 ) -> ExportResponse:
     request = parameters.export_request(MINIMAL)
     return await _export_response(

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Query
 from pydantic import AwareDatetime, BaseModel, BeforeValidator
 
+from reviewpoint.errors import BadRequest
 from reviewpoint.exports import cursor
 from reviewpoint.exports.columns import CHOOSABLE, ExportSpec, choose_fields
 from reviewpoint.exports.formats import FORMATS, check_options, format_named
@@ -170,3 +171,23 @@ class FullExportParameters(ExportParameters):
         if since is not None:
             spec = cursor.with_deletions(spec)
         return super().export_request(spec, since=since)
+
+
+def refuse_fields_on_minimal(
+    fields: Annotated[
+        str | None,
+        Query(
+            description="Not accepted here (400): the minimal export always has "
+            "`id,email,name`; `fields` is on `/export-full`.",
+            examples=["id,email"],
+            openapi_examples={"example": {"value": "id,email"}},
+        ),
+    ] = None,
+) -> None:
+    """Route dependency of the minimal export: a column choice it would silently ignore
+    is refused, as an unknown format is."""
+    if fields is not None:
+        raise BadRequest(
+            "fields is accepted only by /api/v1/users/export-full "
+            "(the minimal export always has id,email,name)"
+        )
