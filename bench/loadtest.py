@@ -42,6 +42,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
 from harness import (
@@ -787,6 +788,7 @@ def storm_database(
                 time.sleep(IDLE_GRACE_S)
                 idle_ok, idle_detail = left_in_transaction(db, pg)
                 server_errors = _error_lines(server.log_path)
+                server_times = server_side_p99(server.base_url)
     endpoints += [Endpoint.from_dict(probe) for probe in monitored["probes"]]
     credentials = [*keys, admin, email_key]
     return {
@@ -804,9 +806,37 @@ def storm_database(
             for c in credentials
         ],
         "server": monitored["stats"],
+        "server_side_p99_s": server_times,
         "server_log_error_lines": server_errors,
         "criteria": evaluate(endpoints, credentials, idle_ok, idle_detail),
     }
+
+
+def server_side_p99(base_url: str) -> dict[str, dict[str, float]]:
+    """Per route, the request count and the p99 of the server's own timing (/metrics).
+
+    The storm client runs niced on the same cores and parses every export, so
+    its latencies include its own waits; the server's histogram does not (an
+    export's still includes a client that reads slowly). The p99 is the upper
+    bound of the bucket holding it.
+    """
+    text = httpx.get(f"{base_url}/metrics", timeout=OTHER_TIMEOUT_S, trust_env=False).text
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "reviewpoint_http_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                label = f"{sample.labels['method']} {sample.labels['route']}"
+                buckets.setdefault(label, []).append((float(sample.labels["le"]), sample.value))
+    result = {}
+    for label, counts in buckets.items():
+        counts.sort()
+        total = counts[-1][1]
+        if total:
+            p99 = next(bound for bound, count in counts if count >= 0.99 * total)
+            result[label] = {"requests": total, "p99_at_most_s": p99}
+    return result
 
 
 def admin_args(email: str, password: str) -> list[str]:
@@ -961,6 +991,14 @@ def render(result: dict[str, Any]) -> str:
             f"- PostgreSQL connections to the test database: peak {server['pg_peak_connections']} "
             f"({_statuses(server['pg_states_at_peak'])}); highest per state "
             f"{_statuses(server.get('pg_peak_by_state', {}))}; {server['pg_samples']} samples"
+        )
+    if result.get("server_side_p99_s"):
+        lines.append(
+            "- the server's own p99 per route (its /metrics histogram; at most this bucket): "
+            + "; ".join(
+                f"`{label}` {_ms(times['p99_at_most_s'])} ({times['requests']:,.0f} requests)"
+                for label, times in sorted(result["server_side_p99_s"].items())
+            )
         )
     if result["server_log_error_lines"]:
         lines.append(
