@@ -180,9 +180,12 @@ def _sqlite_cell(name: str, kind: ColumnKind) -> str:
             f"ELSE {_markup(_TEXT_OPEN)} || {name} || {_markup(_TEXT_CLOSE)} END"
         )
     if kind in ("timestamp", "optional_timestamp"):
-        # Stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC); strftime('%s') truncates
-        # to the second.
-        seconds = f"(CAST(strftime('%s', {name}) AS INTEGER) + {_EPOCH_TO_EXCEL_SECONDS})"
+        # Stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC). The fraction is cut off
+        # first: SQLite rounds it to milliseconds, so '23:59:59.9995' would
+        # become the next day.
+        seconds = (
+            f"(CAST(strftime('%s', substr({name}, 1, 19)) AS INTEGER) + {_EPOCH_TO_EXCEL_SECONDS})"
+        )
         serial = (
             f"printf('%d.%0{_FRACTION_DIGITS}d', {seconds} / 86400, "
             f"({seconds} % 86400 * {10**_FRACTION_DIGITS} + 43200) / 86400)"
