@@ -46,4 +46,5 @@ MARKUP_NAMES: list[str | None] = [
     " leading and trailing spaces ",
     "\ttab first",
     'quote " and slash / and backslash \\',
+    "100% sure: %s %d %% %.0s",  # printf conversions, where SQL formats with printf
 ]

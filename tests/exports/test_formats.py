@@ -72,6 +72,12 @@ def _insert_hostile(db_url: str, copies: int = 1) -> None:
         [("=formula@example.com", "x"), ("a&b<c>@example.com", None), ("-m@example.com", "")],
         created_at=datetime(2025, 1, 8, 10, 30, 0, 987654, tzinfo=UTC),
     )
+    # The last microsecond of a day (a leap day): truncated, never rounded into the next.
+    insert_users(
+        db_url,
+        [("last-us@example.com", "late")],
+        created_at=datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC),
+    )
 
 
 def _parts(document: bytes) -> dict[str, bytes]:
