@@ -51,6 +51,7 @@ UNVERSIONED_COLUMNS = frozenset({"last_login_at"})
 # Hex digits of SHA-256 kept: 128 bits, no collision between two versions of one export.
 _TAG_HEX = 32
 
+ETAG_EXAMPLE = '"3f0c2a9d41b7e6c58d20f1a4b9e7c312"'
 IF_NONE_MATCH_DESCRIPTION = (
     "The `ETag` of an earlier export (or a comma-separated list, or `*`): if the "
     "export would still hold the same, the answer is `304 Not Modified` without a "
@@ -75,12 +76,24 @@ class Revalidation:
 
 def revalidation(
     request: Request,
-    if_none_match: Annotated[str | None, Header(description=IF_NONE_MATCH_DESCRIPTION)] = None,
+    if_none_match: Annotated[
+        str | None,
+        Header(
+            description=IF_NONE_MATCH_DESCRIPTION,
+            examples=[ETAG_EXAMPLE],
+            openapi_examples={"example": {"value": ETAG_EXAMPLE}},
+        ),
+    ] = None,
 ) -> Revalidation | None:
-    """Route dependency: the request's validator, or None for an unconditional export."""
+    """Route dependency: the request's validators, or None for an unconditional export.
+
+    Repeated `If-None-Match` lines are one list (RFC 9110 5.3); the parameter
+    only documents the header, which holds the first.
+    """
     if if_none_match is None:
         return None
-    return Revalidation(if_none_match, request.headers.get("accept-encoding", ""))
+    listed = ", ".join(request.headers.getlist("if-none-match"))
+    return Revalidation(listed, request.headers.get("accept-encoding", ""))
 
 
 Conditional = Annotated[Revalidation | None, Depends(revalidation)]

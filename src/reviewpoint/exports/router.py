@@ -46,7 +46,6 @@ _EXPORT_ERRORS: dict[int | str, dict[str, object]] = {
     503: {"description": "Database unavailable or busy; nothing was sent (see `Retry-After`)"},
 }
 
-_ETAG_EXAMPLE = '"3f0c2a9d41b7e6c58d20f1a4b9e7c312"'
 _NOT_MODIFIED: dict[int | str, dict[str, object]] = {
     304: {
         "description": "`If-None-Match` names this export's current `ETag`: the copy the "
@@ -55,7 +54,7 @@ _NOT_MODIFIED: dict[int | str, dict[str, object]] = {
         "headers": {
             "ETag": {
                 "description": "The export's current `ETag` (as on the 200)",
-                "schema": {"type": "string", "example": _ETAG_EXAMPLE},
+                "schema": {"type": "string", "example": conditional.ETAG_EXAMPLE},
             }
         },
     }
@@ -94,7 +93,7 @@ def _download(spec: ExportSpec, example: dict[str, object]) -> dict[int | str, d
                 },
                 "ETag": {
                     "description": conditional.ETAG_DESCRIPTION,
-                    "schema": {"type": "string", "example": _ETAG_EXAMPLE},
+                    "schema": {"type": "string", "example": conditional.ETAG_EXAMPLE},
                 },
             },
         },
