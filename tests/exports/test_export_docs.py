@@ -29,9 +29,10 @@ def test_every_export_parameter_has_a_description_and_an_example(
     assert {"format", "email", "is_active", "is_admin", "created_after", "created_before"} <= names
     assert {"updated_since", "after_id", "limit", "bom", "excel_safe"} <= names
     # Each picks columns or syncs on -full, and is a documented 400 on the minimal export.
-    assert {"fields", "cursor"} <= names
+    assert {"fields", "cursor", "if-none-match"} <= names
     for parameter in parameters:
-        assert parameter["in"] == "query"
+        # If-None-Match (conditional requests) is the one header.
+        assert parameter["in"] == ("header" if parameter["name"] == "if-none-match" else "query")
         assert parameter["description"], parameter["name"]
         assert parameter["examples"]["example"]["value"] is not None, parameter["name"]
 
@@ -42,5 +43,5 @@ def test_each_format_is_documented_with_its_media_type(schema: dict[str, Any], p
     download = responses["200"]
     assert set(download["content"]) == {fmt.media_type for fmt in FORMATS.values()}
     assert download["content"]["text/csv"]["example"].startswith("id,email,name")
-    assert "X-Export-Rows" in download["headers"]
-    assert {"400", "401", "403", "422", "429", "503"} <= set(responses)
+    assert {"X-Export-Rows", "ETag"} <= set(download["headers"])
+    assert {"304", "400", "401", "403", "422", "429", "503"} <= set(responses)

@@ -10,7 +10,8 @@ at once with 429 and `Retry-After` rather than queueing:
 3. the credential's rate budget (`REVIEWPOINT_EXPORT_RATE_LIMIT`).
 
 What an export is admitted to is held in an `AsyncExitStack` that the export
-owns and closes when its body ends. Every refusal is also reported to
+owns and closes when its body ends. A conditional export answered 304
+(`exports/conditional.py`) passes the budget only. Every refusal is also reported to
 `on_refusal` (the metrics), by kind: a `rate` budget spent, or a `concurrency`
 cap full (the login route reports its own: too many password checks at once).
 """
@@ -80,19 +81,32 @@ class Admission:
                     "retry when one finishes",
                     retry_after=SLOT_RETRY_AFTER,
                 )
-            budget = await self.rate_limiter.hit(self.export_policy, credential)
-            if not budget.allowed:
-                raise self._refuse(
-                    "rate",
-                    "export",
-                    f"Export rate limit reached ({self.export_policy.item}); retry later",
-                    retry_after=budget.reset_after,
-                    headers=budget.headers(),
-                )
+            budget = await self._spend_export_budget(credential)
         except BaseException:
             await held.aclose()
             raise
         return held, budget
+
+    async def admit_revalidation(self, credential: str) -> Decision:
+        """Count a conditional export answered 304 against the credential's budget, or 429.
+
+        No slot and no lease: a 304 reads one row and holds nothing while it is
+        sent. It spends budget like any export call, so polling with
+        `If-None-Match` is bounded by the same policy as polling without.
+        """
+        return await self._spend_export_budget(credential)
+
+    async def _spend_export_budget(self, credential: str) -> Decision:
+        budget = await self.rate_limiter.hit(self.export_policy, credential)
+        if not budget.allowed:
+            raise self._refuse(
+                "rate",
+                "export",
+                f"Export rate limit reached ({self.export_policy.item}); retry later",
+                retry_after=budget.reset_after,
+                headers=budget.headers(),
+            )
+        return budget
 
     def _refuse(
         self,

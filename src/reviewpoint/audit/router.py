@@ -87,7 +87,8 @@ _EXAMPLE = {
         "which address and client. `outcome` is `running` (streaming now), "
         "`completed`, `failed` (the database failed, before or during the stream), "
         "`aborted` (the client hung up, stopped reading, or the export hit its time "
-        "limit), `denied` (401/403), `limited` (429) or `invalid` (400/422). "
+        "limit), `denied` (401/403), `limited` (429), `invalid` (400/409/422) or "
+        "`not_modified` (304: the caller's copy, named by `If-None-Match`, is current). "
         "Filters combine; `since` and `until` compare the start time. "
         "Paginated like `GET /api/v1/users`."
     ),

@@ -9,7 +9,9 @@ registers (the audit trail, metrics):
 - `completed`, `failed` (the database broke mid-stream; the response is
   aborted) and `aborted` (the client hung up, stopped reading past the send
   timeout, or the export ran past its time limit) end a streamed response,
-  whose status stays the 200 that was already sent.
+  whose status stays the 200 that was already sent;
+- `not_modified` (304) answers a conditional request whose `If-None-Match`
+  still matches (`conditional.py`): no body, no snapshot.
 
 Observers must never make an export fail: each call into one is bounded in
 time and its errors are logged (`ExportObserver`).
@@ -42,7 +44,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("reviewpoint.exports")
 
-Outcome = Literal["running", "completed", "failed", "aborted", "denied", "limited", "invalid"]
+Outcome = Literal[
+    "running",
+    "completed",
+    "failed",
+    "aborted",
+    "denied",
+    "limited",
+    "invalid",
+    "not_modified",
+]
 # Query parameters recorded as the export's filters: named, never "all of them",
 # so a credential someone pastes into a URL is not copied into the audit trail.
 RECORDED_PARAMETERS = (
@@ -103,6 +114,11 @@ class ExportAttempt:
         self.status = 200
         for observer in self.observers:
             await _notify(observer.started, self)
+
+    async def not_modified(self) -> None:
+        """The client's copy is current: answered 304, nothing read but the data version."""
+        self.status = 304
+        await self.finish("not_modified")
 
     async def finish(self, outcome: Outcome | None = None, *, detail: str | None = None) -> None:
         """End the attempt; only the first call counts. A streamed export still

@@ -15,6 +15,10 @@ class ExportRequest:
     format: ExportFormat
     filters: Filters = field(default_factory=Filters)
     options: Options = field(default_factory=Options)
+    # What else decides this caller's bytes besides rows and parameters (a
+    # credential's field limits, an anonymization key's fingerprint): part of
+    # the export's ETag (`conditional.py`), so a change to it is never a 304.
+    view: str = ""
 
     @property
     def filename(self) -> str:

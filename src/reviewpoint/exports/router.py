@@ -7,12 +7,13 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
+from starlette.responses import Response
 
 from reviewpoint.admission.gate import Admission, AdmissionDep
 from reviewpoint.auth.deps import ExportPrincipal, require_feature, require_scope
 from reviewpoint.config import AppSettings, Settings
 from reviewpoint.db import Database, DatabaseDep
-from reviewpoint.exports import cursor
+from reviewpoint.exports import conditional, cursor
 from reviewpoint.exports.attempt import ExportAttempt, TrackedExport, track_export
 from reviewpoint.exports.columns import FULL, MINIMAL, ExportSpec
 from reviewpoint.exports.formats import FORMATS
@@ -43,6 +44,20 @@ _EXPORT_ERRORS: dict[int | str, dict[str, object]] = {
         "seconds. `RateLimit-Policy` and `RateLimit` describe the budget."
     },
     503: {"description": "Database unavailable or busy; nothing was sent (see `Retry-After`)"},
+}
+
+_NOT_MODIFIED: dict[int | str, dict[str, object]] = {
+    304: {
+        "description": "`If-None-Match` names this export's current `ETag`: the copy the "
+        "caller holds is current. No body; counts against the rate limit, holds no "
+        "export slot.",
+        "headers": {
+            "ETag": {
+                "description": "The export's current `ETag` (as on the 200)",
+                "schema": {"type": "string", "example": conditional.ETAG_EXAMPLE},
+            }
+        },
+    }
 }
 
 
@@ -76,8 +91,13 @@ def _download(spec: ExportSpec, example: dict[str, object]) -> dict[int | str, d
                     "description": f'`attachment; filename="{spec.stem}.<format>"`',
                     "schema": {"type": "string"},
                 },
+                "ETag": {
+                    "description": conditional.ETAG_DESCRIPTION,
+                    "schema": {"type": "string", "example": conditional.ETAG_EXAMPLE},
+                },
             },
-        }
+        },
+        **_NOT_MODIFIED,
     }
 
 
@@ -89,8 +109,15 @@ async def _export_response(
     *,
     principal: ExportPrincipal,
     attempt: ExportAttempt,
-) -> ExportResponse:
+    revalidation: conditional.Revalidation | None,
+) -> Response:
     attempt.principal = principal
+    if revalidation is not None:
+        tag = await conditional.current_tag(database, request, revalidation)
+        if tag is not None:
+            budget = await admission.admit_revalidation(principal.key)
+            await attempt.not_modified()
+            return conditional.not_modified(request, tag, headers=budget.headers())
     slots, budget = await admission.admit_export(principal.key)
     body = await open_export(
         database.export_engine,
@@ -104,7 +131,7 @@ async def _export_response(
         body,
         send_timeout=settings.export_send_timeout,
         max_seconds=settings.export_max_seconds,
-        headers=budget.headers(),
+        headers={**budget.headers(), **conditional.headers(request, body.position)},
     )
 
 
@@ -164,10 +191,17 @@ async def export_users(
     parameters: Annotated[ExportParameters, Query()],
     _no_cursor: Annotated[None, Depends(cursor.refuse_on_minimal)] = None,
     _no_fields: Annotated[None, Depends(refuse_fields_on_minimal)] = None,
-) -> ExportResponse:
+    revalidation: conditional.Conditional = None,
+) -> Response:
     request = parameters.export_request(MINIMAL)
     return await _export_response(
-        database, admission, settings, request, principal=principal, attempt=attempt
+        database,
+        admission,
+        settings,
+        request,
+        principal=principal,
+        attempt=attempt,
+        revalidation=revalidation,
     )
 
 
@@ -209,10 +243,17 @@ async def export_users_full(
     principal: Annotated[ExportPrincipal, Depends(require_scope("users:export_full"))],
     parameters: Annotated[FullExportParameters, Query()],
     since: Annotated[int | None, Depends(cursor.sync_since)],
-) -> ExportResponse:
+    revalidation: conditional.Conditional = None,
+) -> Response:
     request = parameters.export_request(FULL, since=since)
     return await _export_response(
-        database, admission, settings, request, principal=principal, attempt=attempt
+        database,
+        admission,
+        settings,
+        request,
+        principal=principal,
+        attempt=attempt,
+        revalidation=revalidation,
     )
 
 

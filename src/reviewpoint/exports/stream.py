@@ -34,7 +34,7 @@ from reviewpoint.errors import (
     ServiceUnavailable,
     is_database_unavailable,
 )
-from reviewpoint.exports import cursor
+from reviewpoint.exports import conditional, cursor
 from reviewpoint.exports.attempt import ExportAttempt, Outcome
 from reviewpoint.exports.pipeline import ChunkPipeline
 from reviewpoint.exports.query import Chunk, ChunkReader, PostgresChunks, SqliteChunks, count_rows
@@ -99,6 +99,9 @@ class ExportResponse(StreamingResponse):
             # Also tells GZipMiddleware to leave this response alone; it adds
             # the Vary header itself to the uncompressed ones.
             headers["Content-Encoding"] = self.compressor.content_encoding
+            if "etag" in headers:
+                # Compressed bytes are not reproducible: the same content, a weak tag.
+                headers["ETag"] = conditional.weaken(headers["etag"])
         await super().__call__(scope, receive, send)
 
     async def stream_response(self, send: Send) -> None:

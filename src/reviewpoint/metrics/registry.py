@@ -57,7 +57,7 @@ class Metrics:
         self.exports = Counter(
             "reviewpoint_exports",
             "Export calls by endpoint, format and outcome (completed, failed, aborted, "
-            "denied, limited, invalid)",
+            "denied, limited, invalid, not_modified)",
             ["endpoint", "format", "outcome"],
             registry=registry,
         )
