@@ -1,9 +1,10 @@
-"""What one export call asks for: columns, format, filters and format options."""
+"""What one export call asks for: columns, format, filters, format options, anonymization."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from reviewpoint.exports.anonymize import Anonymization
 from reviewpoint.exports.columns import ExportSpec
 from reviewpoint.exports.formats.base import ExportFormat, Options
 from reviewpoint.exports.query import Filters
@@ -15,6 +16,8 @@ class ExportRequest:
     format: ExportFormat
     filters: Filters = field(default_factory=Filters)
     options: Options = field(default_factory=Options)
+    # None: real emails and names. Set from `anonymize=`; a caller's limits may force it.
+    anonymization: Anonymization | None = None
 
     @property
     def filename(self) -> str:
