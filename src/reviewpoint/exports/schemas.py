@@ -6,7 +6,14 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Query
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, TypeAdapter, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from reviewpoint.errors import BadRequest
 from reviewpoint.exports import cursor
@@ -53,9 +60,6 @@ def anonymize_mode(value: object) -> object:
         return "true" if _BOOLEAN.validate_python(value) else "false"
     except ValidationError:
         raise ValueError("must be true, false or day") from None
-
-
-Anonymize = Annotated[AnonymizeMode, BeforeValidator(anonymize_mode)]
 
 
 def _parameter(*, default: Any, description: str, example: object, **constraints: Any) -> Any:
@@ -146,7 +150,7 @@ class ExportParameters(BaseModel):
         example=False,
     )
 
-    anonymize: Anonymize = _parameter(
+    anonymize: AnonymizeMode = _parameter(
         default="false",
         description=(
             "`true`: emails and names become deterministic pseudonyms "
@@ -157,6 +161,10 @@ class ExportParameters(BaseModel):
         ),
         example="true",
     )
+
+    # A validator of the field, not of its type: FastAPI keeps the Query's
+    # examples only on a plain annotation.
+    _anonymize_mode = field_validator("anonymize", mode="before")(anonymize_mode)
 
     def export_request(
         self,
