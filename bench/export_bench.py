@@ -61,6 +61,7 @@ TARGET_RATIO: dict[Backend, float] = {"postgresql": 1.5, "sqlite": 2.5}
 TARGET_NDJSON_RATIO = 1.5  # NDJSON export / the database writing the same JSON itself
 TARGET_XLSX_ROWS_S = 200_000
 TARGET_GZIP_RATIO = 1.5  # the gzipped export / the plain one
+TARGET_ANONYMIZED_RATIO = 2.0  # the anonymized export / the plain one
 TARGET_FILTERED_P50_S = 0.020  # an export of 10 rows out of N, over HTTP
 FILTERED_REQUESTS = 50
 TARGET_RSS_MB = 50.0
@@ -76,6 +77,8 @@ SERVER_DEFAULTS = {
     "REVIEWPOINT_EXPORT_RATE_LIMIT": "10000/minute",
     "REVIEWPOINT_EXPORT_MAX_CONCURRENT": str(CONCURRENT_EXPORTS),
     "REVIEWPOINT_EXPORT_MAX_CONCURRENT_PER_CREDENTIAL": str(CONCURRENT_EXPORTS),
+    # A fixed key: the same pseudonyms on every run (a test env would draw one).
+    "REVIEWPOINT_ANONYMIZE_KEY": "bench-anonymize-key-not-a-secret-0123456789",
 }
 
 SAMPLE_EVERY_S = 0.02
@@ -511,6 +514,28 @@ def verify_gzip(server: Server, way: Way, plain_sha256: str) -> bool:
         return _file_sha256(path) == plain_sha256
 
 
+def verify_anonymized(server: Server, way: Way) -> dict[str, Any]:
+    """Download `?anonymize=true` once: every record there, every email a pseudonym, all distinct.
+
+    The issue's uniqueness check: on the full run, 1,000,000 users and no collision.
+    """
+    with tempfile.TemporaryDirectory(prefix="rvp-bench-") as tmp:
+        path = Path(tmp) / "export.csv"
+        http_export(server, way, query="anonymize=true", output=str(path), record=False)
+        with path.open(newline="", encoding="utf-8") as text:
+            reader = csv.reader(text)
+            header = next(reader)
+            emails = [record[1] for record in reader]
+    if header != COLUMNS.split(", ") or len(emails) != way.rows:
+        raise RuntimeError(f"anonymized export has header {header} and {len(emails)} records")
+    pseudonyms = sum(1 for email in emails if email.endswith("@example.invalid"))
+    return {
+        "anonymized_records": len(emails),
+        "anonymized_distinct_emails": len(set(emails)),
+        "anonymized_all_pseudonyms": pseudonyms == len(emails),
+    }
+
+
 def verify_download(server: Server, way: Way) -> dict[str, Any]:
     """Download once to a file and parse it: N records plus the header, nothing cut off.
 
@@ -557,6 +582,7 @@ def bench_backend(
     json_dump = Way(f"{json_tool} (same NDJSON)", users)
     xlsx = Way("HTTP export-full ?format=xlsx", users)
     gzipped = Way("HTTP export-full, gzip", users)
+    anonymized = Way("HTTP export-full ?anonymize=true", users)
     dump_env = db.env() if pg is None else pg.env
     command = dump_command(db, pg)
     json_command = json_dump_command(db, pg)
@@ -571,6 +597,7 @@ def bench_backend(
         verification = verify_download(server, export)  # also warms both caches
         verification.update(verify_formats(server, ndjson, xlsx, json_command, dump_env))
         verification["gzip_identical"] = verify_gzip(server, gzipped, verification["sha256"])
+        verification.update(verify_anonymized(server, anonymized))
         db_dump(command, dump_env, dump, record=False)  # warm-up
         sha_memory = ""
         for index in range(repeat):
@@ -581,11 +608,13 @@ def bench_backend(
             db_dump(json_command, dump_env, json_dump)
             http_export(server, xlsx, query="format=xlsx")
             http_export(server, gzipped, compressed=True)
+            http_export(server, anonymized, query="anonymize=true")
             sha_memory = in_memory(db, memory)
             log(
                 f"{backend}: export {export.wall_s[-1]:.2f} s, dump {dump.wall_s[-1]:.2f} s, "
                 f"ndjson {ndjson.wall_s[-1]:.2f} s, its dump {json_dump.wall_s[-1]:.2f} s, "
                 f"xlsx {xlsx.wall_s[-1]:.2f} s, gzip {gzipped.wall_s[-1]:.2f} s, "
+                f"anonymized {anonymized.wall_s[-1]:.2f} s, "
                 f"in-memory {memory.wall_s[-1]:.2f} s"
             )
         log(f"{backend}: {filtered_query} x{FILTERED_REQUESTS}")
@@ -625,8 +654,10 @@ def bench_backend(
             "db_json": json_dump.summary(),
             "http_xlsx": xlsx.summary(),
             "http_gzip": gzipped.summary(),
+            "http_anonymized": anonymized.summary(),
         },
         "ratio_gzip_to_plain": gzipped.wall / export.wall,
+        "ratio_anonymized_to_plain": anonymized.wall / export.wall,
         "ratio_export_to_dump": export.wall / dump.wall,
         "ratio_ndjson_to_db_json": ndjson.wall / json_dump.wall,
         "ratio_in_memory_to_dump": memory.wall / dump.wall,
@@ -639,6 +670,7 @@ def bench_backend(
             "ratio_ndjson_to_db_json_max": TARGET_NDJSON_RATIO,
             "xlsx_rows_per_s_min": TARGET_XLSX_ROWS_S,
             "ratio_gzip_to_plain_max": TARGET_GZIP_RATIO,
+            "ratio_anonymized_to_plain_max": TARGET_ANONYMIZED_RATIO,
             "filtered_p50_s_max": TARGET_FILTERED_P50_S,
         },
         "verification": verification,
@@ -732,6 +764,17 @@ def render(result: dict[str, Any]) -> str:
             f"{_verdict(gzip_ratio <= TARGET_GZIP_RATIO)}   ({gzip_bytes[-1]:,} bytes on the "
             f"wire; decompressed byte-identical to the plain download: "
             f"{'yes' if verification.get('gzip_identical') else 'NO'})"
+        )
+    if "http_anonymized" in ways:  # older saved results have no anonymized row
+        anonymized_ratio = result["ratio_anonymized_to_plain"]
+        unique = verification["anonymized_distinct_emails"] == verification["anonymized_records"]
+        lines.append(
+            f"ratio anonymized / plain {anonymized_ratio:5.2f}x target <= "
+            f"{TARGET_ANONYMIZED_RATIO}x   {_verdict(anonymized_ratio <= TARGET_ANONYMIZED_RATIO)}"
+            f"   ({verification['anonymized_distinct_emails']:,} distinct pseudonyms for "
+            f"{verification['anonymized_records']:,} users: "
+            f"{'no collision' if unique else 'COLLISION'}; all pseudonyms: "
+            f"{'yes' if verification['anonymized_all_pseudonyms'] else 'NO'})"
         )
     return "\n".join(lines)
 

@@ -6,6 +6,8 @@ so neither the developer's shell nor a `.env` in the checkout leaks in.
 
 from __future__ import annotations
 
+import hmac
+import logging
 import os
 import socket
 import subprocess
@@ -24,6 +26,7 @@ from tests.data import BULK_PASSWORD, insert_user, login
 
 REVIEWPOINT = str(Path(sys.executable).parent / "reviewpoint")
 STRONG_SECRET = "x" * 32
+ANONYMIZE_KEY = "a" * 32
 # The constant that signed every token when REVIEWPOINT_ENV was unset, up to 0.1.0.
 PUBLISHED_SECRET = "reviewpoint-dev-secret-do-not-use-in-production"
 
@@ -187,8 +190,62 @@ def test_create_app_without_env_or_secret_is_refused_in_one_line_naming_it() -> 
 
 
 def test_create_app_signs_with_the_configured_secret() -> None:
-    app = create_app(load_settings(env="prod", jwt_secret_key=STRONG_SECRET))
+    app = create_app(
+        load_settings(env="prod", jwt_secret_key=STRONG_SECRET, anonymize_key=ANONYMIZE_KEY)
+    )
     assert app.state.jwt_secret == STRONG_SECRET
+
+
+# The key of anonymized exports' pseudonyms
+
+
+@pytest.mark.parametrize("env", ["prod", None])
+def test_prod_without_an_anonymize_key_is_refused_at_start_up_in_one_line(
+    env: str | None,
+) -> None:
+    with pytest.raises(SettingsError) as caught:
+        create_app(load_settings(env=env, jwt_secret_key=STRONG_SECRET))
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1, message
+    assert "REVIEWPOINT_ANONYMIZE_KEY" in message
+    assert "REVIEWPOINT_FEATURE_USERS_EXPORT_ANONYMIZED=false" in message
+
+
+def test_prod_with_anonymized_exports_switched_off_starts_without_a_key() -> None:
+    settings = load_settings(
+        env="prod", jwt_secret_key=STRONG_SECRET, feature_users_export_anonymized=False
+    )
+    assert create_app(settings).state.pseudonym_key is None
+
+
+def test_prod_keys_pseudonyms_with_the_configured_key() -> None:
+    settings = load_settings(env="prod", jwt_secret_key=STRONG_SECRET, anonymize_key=ANONYMIZE_KEY)
+    key = create_app(settings).state.pseudonym_key
+    assert key.digest(b"x") == hmac.digest(ANONYMIZE_KEY.encode(), b"x", "sha256")
+    assert ANONYMIZE_KEY not in repr(settings)
+
+
+def test_a_short_anonymize_key_is_refused_unless_dev_or_test() -> None:
+    message = _refusal(env="prod", jwt_secret_key=STRONG_SECRET, anonymize_key="short")
+    assert "REVIEWPOINT_ANONYMIZE_KEY" in message
+    assert "short" not in message.replace("REVIEWPOINT", "")
+    assert load_settings(env="test", anonymize_key="short").anonymize_key is not None
+
+
+@pytest.mark.parametrize("env", ["dev", "test"])
+def test_dev_and_test_apps_without_an_anonymize_key_each_use_a_random_one(env: str) -> None:
+    warnings: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: warnings.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("reviewpoint.exports")
+    logger.addHandler(handler)
+    try:
+        first, second = (create_app(load_settings(env=env)) for _ in range(2))
+    finally:
+        logger.removeHandler(handler)
+    assert first.state.pseudonym_key.digest(b"x") != second.state.pseudonym_key.digest(b"x")
+    assert len(warnings) == 2
+    assert "pseudonyms change when this process restarts" in warnings[0]
 
 
 def _app_settings(db_url: str, env: str) -> Settings:
@@ -302,6 +359,11 @@ def taken_port() -> Iterator[int]:
     ("command", "environment", "named"),
     [
         (["serve"], {"REVIEWPOINT_ENV": "prod"}, "REVIEWPOINT_JWT_SECRET_KEY"),
+        (
+            ["serve"],
+            {"REVIEWPOINT_ENV": "prod", "REVIEWPOINT_JWT_SECRET_KEY": STRONG_SECRET},
+            "REVIEWPOINT_ANONYMIZE_KEY",
+        ),
         # Unset env is never weaker than prod: no secret, no server.
         (["serve"], {}, "REVIEWPOINT_JWT_SECRET_KEY"),
         (["serve"], {"REVIEWPOINT_JWT_SECRET_KEY": "too-short"}, "REVIEWPOINT_JWT_SECRET_KEY"),

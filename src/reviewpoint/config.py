@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     export_db_url: str | None = None
     # No default: a secret in the code is a secret anyone can sign tokens with.
     jwt_secret_key: SecretStr | None = None
+    # Keys the pseudonyms of anonymized exports (exports/anonymize.py); required
+    # unless env is dev or test while they are enabled. A new key makes new
+    # pseudonyms, unlinkable to the old.
+    anonymize_key: SecretStr | None = None
     access_token_expire_minutes: int = Field(default=30, gt=0, le=60 * 24 * 30)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # JSON lines for log collectors (suggested in prod), text for people reading a terminal.
@@ -118,6 +122,7 @@ class Settings(BaseSettings):
     feature_users_export_full: bool | None = None
     feature_users_export_alive: bool | None = None
     feature_users_export_simple: bool | None = None
+    feature_users_export_anonymized: bool | None = None
 
     # Seconds between two reads of the admins' overrides in each worker: a change
     # reaches every worker within this plus one query, without a query per request.
@@ -159,6 +164,12 @@ class Settings(BaseSettings):
         ):
             raise ValueError(
                 "REVIEWPOINT_JWT_SECRET_KEY must be set to a random string of at least "
+                f"{MIN_PROD_SECRET_LENGTH} characters unless REVIEWPOINT_ENV is dev or test"
+            )
+        anonymize_key = self.anonymize_key.get_secret_value() if self.anonymize_key else None
+        if anonymize_key is not None and strict and len(anonymize_key) < MIN_PROD_SECRET_LENGTH:
+            raise ValueError(
+                "REVIEWPOINT_ANONYMIZE_KEY must be a random string of at least "
                 f"{MIN_PROD_SECRET_LENGTH} characters unless REVIEWPOINT_ENV is dev or test"
             )
         if self.features is not None:

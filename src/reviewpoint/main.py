@@ -21,6 +21,7 @@ from reviewpoint.compression import GzipWhenAccepted
 from reviewpoint.config import Settings, load_settings, signing_secret
 from reviewpoint.db import Database
 from reviewpoint.errors import install_error_handlers
+from reviewpoint.exports import anonymize
 from reviewpoint.exports.router import router as exports_router
 from reviewpoint.features.flags import FeatureFlags
 from reviewpoint.features.router import router as features_router
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     jwt_secret = signing_secret(settings)  # before anything else: no key, no app
     configure_logging(settings.log_level, settings.log_format)
+    pseudonym_key = anonymize.pseudonym_key(settings)  # likewise, while the feature is on
     metrics = Metrics() if settings.metrics else None
 
     @asynccontextmanager
@@ -80,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.jwt_secret = jwt_secret
+    app.state.pseudonym_key = pseudonym_key
     app.state.metrics = metrics
     # The last added runs first: no-store and request ids also mark the 413s and
     # 422s the two guards answer before any route or credential check. gzip is

@@ -25,12 +25,14 @@ import httpx
 import openpyxl
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from typer.testing import CliRunner, Result
 
 from reviewpoint.cli import app
 from reviewpoint.cli.export import INTERRUPTED, READER_GONE, USER_AGENT
 from reviewpoint.config import Settings
 from reviewpoint.exports import cursor
+from reviewpoint.main import create_app
 from tests.cli.runner import REVIEWPOINT, TIMEOUT, environment, sql_rows
 from tests.conftest import pg_execute
 from tests.data import admin_headers, create_api_key, insert_user, insert_users
@@ -97,17 +99,18 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return directory
 
 
-def command(db_url: str, *args: str) -> Result:
-    """`reviewpoint ARGS` in this process, with no settings but the database's."""
+def command(db_url: str, *args: str, settings: dict[str, str] | None = None) -> Result:
+    """`reviewpoint ARGS` in this process, with no settings but the database's (and `settings`)."""
     env: dict[str, str | None] = {
         name: None for name in os.environ if name.startswith("REVIEWPOINT_")
     }
     env |= {"REVIEWPOINT_DB_URL": db_url, "REVIEWPOINT_EXPORT_CHUNK_ROWS": str(CHUNK_ROWS)}
+    env |= settings or {}
     return CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
 
 
-def export(db_url: str, *args: str) -> Result:
-    return command(db_url, "export", *args)
+def export(db_url: str, *args: str, settings: dict[str, str] | None = None) -> Result:
+    return command(db_url, "export", *args, settings=settings)
 
 
 def http(client: TestClient, key: dict[str, str], path: str, **params: str) -> httpx.Response:
@@ -275,6 +278,9 @@ def test_output_to_a_directory_uses_the_endpoint_name_and_replaces_an_older_file
         (["--cursor-file", "state"], "--cursor-file needs --full"),
         (["--full", "--cursor", "djE6eA"], "invalid cursor 'djE6eA'"),
         (["--full", "--cursor", "x", "--cursor-file", "state"], "either --cursor or --cursor-file"),
+        (["--anonymize", "maybe"], "--anonymize: Value error, must be true, false or day"),
+        # No key and REVIEWPOINT_ENV unset (as strict as prod): the servers' key is needed.
+        (["--anonymize", "true"], "--anonymize needs REVIEWPOINT_ANONYMIZE_KEY"),
     ],
 )
 def test_bad_input_is_a_usage_error_in_one_line_leaving_files_as_they_were(
@@ -287,6 +293,51 @@ def test_bad_input_is_a_usage_error_in_one_line_leaving_files_as_they_were(
     assert files(workdir) == ["users_export.csv"]
     assert (workdir / "users_export.csv").read_text() == "the last good export\n"
     assert sql_rows(db_url, "SELECT count(*) FROM export_audit") == [(0,)]
+
+
+ANONYMIZE_KEY = "the-servers-anonymize-key-0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        (EXPORT, {"anonymize": "true"}),
+        (EXPORT_FULL, {"anonymize": "day", "format": "ndjson", "fields": "name,id,last_login_at"}),
+        (EXPORT_FULL, {"anonymize": "true", "format": "xlsx", "is_active": "true"}),
+    ],
+)
+@pytest.mark.usefixtures("users")
+def test_anonymize_writes_the_http_body_made_with_the_servers_key(
+    db_url: str,
+    settings: Settings,
+    key: dict[str, str],
+    workdir: Path,
+    path: str,
+    params: dict[str, str],
+) -> None:
+    result = export(
+        db_url, *options(path, params), settings={"REVIEWPOINT_ANONYMIZE_KEY": ANONYMIZE_KEY}
+    )
+    served = settings.model_copy(update={"anonymize_key": SecretStr(ANONYMIZE_KEY)})
+    with TestClient(create_app(served)) as client:
+        response = http(client, key, path, **params)
+    assert_exported(result, response)
+    name = response.headers["Content-Disposition"].split('filename="')[1].rstrip('"')
+    written = (workdir / name).read_bytes()
+    if params.get("format") == "xlsx":
+        with (
+            zipfile.ZipFile(io.BytesIO(written)) as mine,
+            zipfile.ZipFile(io.BytesIO(response.content)) as theirs,
+        ):
+            assert {n: mine.read(n) for n in mine.namelist()} == {
+                n: theirs.read(n) for n in theirs.namelist()
+            }
+    else:
+        assert written == response.content
+    assert b"@example.com" not in written
+    # Recorded with the other parameters, by both.
+    recorded = [json.loads(row[0]) for row in sql_rows(db_url, "SELECT filters FROM export_audit")]
+    assert [filters["anonymize"] for filters in recorded] == [params["anonymize"]] * 2
 
 
 @SQLITE_ONLY

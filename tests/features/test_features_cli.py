@@ -15,7 +15,10 @@ from tests.data import admin_headers
 from tests.features.overrides import ALIVE, FEATURES_API, override, recorded_changes
 from tests.test_cli import assert_ok, cli, one_line_error
 
-KNOWN = "known: users:export, users:export_full, users:export_alive, users:export_simple"
+KNOWN = (
+    "known: users:export, users:export_full, users:export_alive, users:export_simple, "
+    "users:export_anonymized"
+)
 CHANGES = ("enable", "disable", "reset")
 
 

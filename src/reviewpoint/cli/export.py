@@ -48,11 +48,12 @@ from reviewpoint.config import Settings
 from reviewpoint.db import Database
 from reviewpoint.errors import AppError, ServiceUnavailable
 from reviewpoint.exports import cursor
+from reviewpoint.exports.anonymize import PseudonymKey, Pseudonyms, anonymize_secret
 from reviewpoint.exports.attempt import ExportAttempt, recorded_filters
 from reviewpoint.exports.columns import CHOOSABLE, FULL, MINIMAL
 from reviewpoint.exports.formats import FORMATS
 from reviewpoint.exports.request import ExportRequest
-from reviewpoint.exports.schemas import ExportParameters, FullExportParameters
+from reviewpoint.exports.schemas import ExportParameters, FullExportParameters, anonymize_mode
 from reviewpoint.exports.stream import ExportBody, open_export
 
 USER_AGENT = f"reviewpoint-cli/{__version__}"
@@ -142,6 +143,15 @@ def export(
             "and store the next one there once the export is written.",
         ),
     ] = None,
+    anonymize: Annotated[
+        str | None,
+        typer.Option(
+            metavar="true|day",
+            help="Pseudonyms instead of emails and names (day: and every timestamp cut to "
+            "its day), as anonymize= over HTTP; with the servers' REVIEWPOINT_ANONYMIZE_KEY "
+            "the pseudonyms are theirs.",
+        ),
+    ] = None,
     output: Annotated[
         str | None,
         typer.Option(
@@ -180,8 +190,17 @@ def export(
         "after_id": after_id,
         "limit": limit,
         "fields": fields,
+        "anonymize": anonymize,
     }
-    request = _request(full, given, bom=bom, excel_safe=not no_excel_safe, token=cursor_token)
+    settings = current_settings()
+    request = _request(
+        full,
+        given,
+        bom=bom,
+        excel_safe=not no_excel_safe,
+        token=cursor_token,
+        pseudonyms=_pseudonyms(settings, anonymize),
+    )
     attempt = ExportAttempt(
         endpoint="export-full" if full else "export",
         format=export_format,
@@ -197,7 +216,7 @@ def export(
     shown = sys.stderr.isatty() and err.is_terminal
     try:
         with _service_logs() as audit_problems:
-            position = run(_export(current_settings(), request, attempt, destination, shown=shown))
+            position = run(_export(settings, request, attempt, destination, shown=shown))
     except ExportBrokeOff as error:
         raise fail(str(error)) from None
     except AppError as error:
@@ -228,8 +247,40 @@ def _read_cursor(path: Path) -> str | None:
     return token
 
 
+def _pseudonyms(settings: Settings, anonymize: str | None) -> Pseudonyms | None:
+    """The key `--anonymize` uses: the configured one, else (dev/test) a random one.
+
+    Feature flags do not apply here (see the module's docstring).
+    """
+    try:
+        if anonymize is None or anonymize_mode(anonymize) == "false":
+            return None
+    except ValueError:
+        return None  # the parameter schema reports it
+    secret = settings.anonymize_key
+    if secret is None and settings.env not in ("dev", "test"):
+        raise fail(
+            "--anonymize needs REVIEWPOINT_ANONYMIZE_KEY (the servers' key, so that "
+            "pseudonyms match their exports) unless REVIEWPOINT_ENV is dev or test",
+            code=USAGE_ERROR,
+        )
+    if secret is None:
+        err.print(
+            "warning: no REVIEWPOINT_ANONYMIZE_KEY: pseudonyms come from a random key "
+            "and match no other export",
+            highlight=False,
+        )
+    return Pseudonyms(key=PseudonymKey(anonymize_secret(settings) or ""))
+
+
 def _request(
-    full: bool, given: dict[str, str | None], *, bom: bool, excel_safe: bool, token: str | None
+    full: bool,
+    given: dict[str, str | None],
+    *,
+    bom: bool,
+    excel_safe: bool,
+    token: str | None,
+    pseudonyms: Pseudonyms | None = None,
 ) -> ExportRequest:
     """The export asked for, checked by the HTTP endpoint's own schema and rules."""
     since = None
@@ -246,7 +297,9 @@ def _request(
     values = {name: value for name, value in given.items() if value is not None}
     try:
         parameters = model(**values, bom=bom, excel_safe=excel_safe)
-        return parameters.export_request(FULL if full else MINIMAL, since=since)
+        return parameters.export_request(
+            FULL if full else MINIMAL, since=since, pseudonyms=pseudonyms
+        )
     except ValidationError as error:
         problems = "; ".join(
             f"--{str(item['loc'][0]).replace('_', '-')}: {item['msg']}" for item in error.errors()

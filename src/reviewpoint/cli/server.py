@@ -15,6 +15,7 @@ from reviewpoint.cli.console import (
 )
 from reviewpoint.cli.db import require_schema
 from reviewpoint.config import signing_secret
+from reviewpoint.exports.anonymize import anonymize_secret
 from reviewpoint.logs import configure_logging, uvicorn_log_config
 from reviewpoint.metrics.multiprocess import worker_metrics_directory
 
@@ -33,7 +34,12 @@ def serve(
     configure_logging(settings.log_level, settings.log_format)
     # Refused unless set, or env is dev or test.
     secret = signing_secret(settings)
+    pseudonym_secret = anonymize_secret(settings)  # likewise, while anonymized exports are on
     require_schema(settings.db_url)
+    if settings.anonymize_key is None and pseudonym_secret is not None:
+        # One random key for every worker: a user's pseudonyms must not depend
+        # on which worker served the export.
+        os.environ["REVIEWPOINT_ANONYMIZE_KEY"] = pseudonym_secret
     if settings.jwt_secret_key is None:
         # Workers are separate processes that build their own app: they all read
         # this one key from the environment.

@@ -67,6 +67,7 @@ RECORDED_PARAMETERS = (
     "limit",
     "fields",
     "cursor",
+    "anonymize",
 )
 # Longest wait for one observer at the start or end of an export.
 OBSERVER_SECONDS = 2.0

@@ -115,7 +115,8 @@ def opaque_tag(request: ExportRequest, position: int) -> str:
 
     Every field of the filters and options goes in, so a parameter added later
     changes the tag without touching this. `request.view` is what else decides
-    the bytes for this caller (a credential's limits).
+    the bytes for this caller (a credential's limits); the anonymization key
+    goes in as a fingerprint, never itself.
     """
     identity = {
         "service": __version__,
@@ -126,6 +127,13 @@ def opaque_tag(request: ExportRequest, position: int) -> str:
         "options": asdict(request.options),
         "filters": {name: _normalised(value) for name, value in asdict(request.filters).items()},
         "view": request.view,
+        # Which key and mode: a new REVIEWPOINT_ANONYMIZE_KEY changes every pseudonym.
+        "anonymization": None
+        if request.anonymization is None
+        else {
+            "key": request.anonymization.key.fingerprint,
+            "day": request.anonymization.day,
+        },
     }
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return '"' + hashlib.sha256(canonical.encode()).hexdigest()[:_TAG_HEX] + '"'

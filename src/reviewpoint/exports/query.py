@@ -37,6 +37,9 @@ from sqlalchemy import TextClause, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from reviewpoint.db import UTCDateTime
+from reviewpoint.exports import anonymize_sql
+from reviewpoint.exports.anonymize import Anonymization
+from reviewpoint.exports.columns import Column
 from reviewpoint.exports.formats.base import PgRows, SqliteRows
 from reviewpoint.users.models import email_key_sql
 
@@ -222,6 +225,14 @@ class _Chunks:
         return end
 
 
+@dataclass(frozen=True)
+class Anonymized:
+    """An anonymized export's chunks: its columns and how they are anonymized."""
+
+    columns: tuple[Column, ...]
+    anonymization: Anonymization
+
+
 class PostgresChunks(_Chunks):
     """Chunks by COPY on the asyncpg connection under a SQLAlchemy snapshot."""
 
@@ -234,15 +245,23 @@ class PostgresChunks(_Chunks):
         literals: Mapping[str, str],
         *,
         fits: bool,
+        anonymized: Anonymized | None = None,
     ) -> None:
         super().__init__(connection, filters, id_column="id", fits=fits)
         self._driver = driver
         self._rows = rows
         self._where = _where("postgresql", filters, _Inlined(literals))
+        self._anonymized = anonymized
 
     @classmethod
     async def on(
-        cls, connection: AsyncConnection, filters: Filters, rows: PgRows, *, fits: bool = False
+        cls,
+        connection: AsyncConnection,
+        filters: Filters,
+        rows: PgRows,
+        *,
+        fits: bool = False,
+        anonymized: Anonymized | None = None,
     ) -> PostgresChunks:
         raw = await connection.get_raw_connection()
         driver = raw.driver_connection
@@ -252,15 +271,23 @@ class PostgresChunks(_Chunks):
             literals["email"] = await driver.fetchval(
                 "SELECT quote_literal($1::text)", filters.email
             )
-        return cls(connection, driver, filters, rows, literals, fits=fits)
+        if anonymized is not None:
+            # Transaction-local: they end with the snapshot's rollback.
+            arguments = anonymize_sql.pg_setup_arguments(anonymized.anonymization)
+            await driver.execute(anonymize_sql.PG_SETUP, *arguments)
+        return cls(connection, driver, filters, rows, literals, fits=fits, anonymized=anonymized)
 
-    def _select(self, after: int, end: int | None) -> str:
+    def select(self, after: int, end: int | None) -> str:
         """The chunk's SELECT with its values inlined: COPY takes no parameters."""
         where = f"{self._where} AND id > {int(after)}"
         if end is not None:
             where += f" AND id <= {int(end)}"
+        source = f"users WHERE {where}"
+        if self._anonymized is not None:
+            columns, anonymization = self._anonymized.columns, self._anonymized.anonymization
+            source = anonymize_sql.pg_source(columns, anonymization, where)
         # users.id: an output column may be named like a table column.
-        return f"SELECT {self._rows.select} FROM users WHERE {where} ORDER BY users.id"
+        return f"SELECT {self._rows.select} FROM {source} ORDER BY users.id"
 
     async def read(self, after: int, end: int | None) -> Chunk:
         parts: list[bytes] = []
@@ -269,7 +296,7 @@ class PostgresChunks(_Chunks):
             parts.append(data)
 
         status = await self._driver.copy_from_query(
-            self._select(after, end), output=collect, **self._rows.copy_options
+            self.select(after, end), output=collect, **self._rows.copy_options
         )
         body = b"".join(parts)
         if self._rows.finish is not None:
@@ -288,17 +315,28 @@ class SqliteChunks(_Chunks):
         *,
         one_chunk: bool = False,
         fits: bool = False,
+        anonymized: Anonymized | None = None,
     ) -> None:
-        """`one_chunk`: the export's count says all its rows fit in one chunk."""
+        """`one_chunk`: the export's count says all its rows fit in one chunk.
+
+        An anonymized export's functions must be registered first (`sqlite_setup`).
+        """
         id_column = _id_column("sqlite", filters, few_rows=one_chunk)
         super().__init__(connection, filters, id_column=id_column, fits=fits)
         where = _where("sqlite", filters, self._bound)
 
         def chunk_sql(range_condition: str, users: str = "users") -> TextClause:
+            selected = f"{where} AND {range_condition}"
+            if anonymized is None:
+                source = f"{users} WHERE {selected} ORDER BY {id_column}"
+            else:
+                columns, anonymization = anonymized.columns, anonymized.anonymization
+                source = anonymize_sql.sqlite_source(
+                    columns, anonymization, users, selected, id_column
+                )
             return self._bound.statement(
                 "SELECT CAST(group_concat(line, '') AS BLOB), count(*) "
-                f"FROM (SELECT {rows.line} AS line FROM {users} "
-                f"WHERE {where} AND {range_condition} ORDER BY {id_column})"
+                f"FROM (SELECT {rows.line} AS line FROM {source})"
             )
 
         self._range = chunk_sql(f"{id_column} > :after AND {id_column} <= :end")
@@ -318,3 +356,12 @@ class SqliteChunks(_Chunks):
         if self._finish is not None:
             records = self._finish(records)
         return Chunk(body=records, rows=rows)
+
+
+async def sqlite_setup(connection: AsyncConnection, anonymized: Anonymized) -> None:
+    """Register the anonymized export's functions on this connection (replacing older ones)."""
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    for name, arguments, function in anonymize_sql.sqlite_functions(anonymized.anonymization):
+        await driver.create_function(name, arguments, function, deterministic=True)

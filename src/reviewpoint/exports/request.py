@@ -1,9 +1,10 @@
-"""What one export call asks for: columns, format, filters and format options."""
+"""What one export call asks for: columns, format, filters, format options, anonymization."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from reviewpoint.exports.anonymize import Anonymization
 from reviewpoint.exports.columns import ExportSpec
 from reviewpoint.exports.formats.base import ExportFormat, Options
 from reviewpoint.exports.query import Filters
@@ -19,6 +20,8 @@ class ExportRequest:
     # credential's field limits, an anonymization key's fingerprint): part of
     # the export's ETag (`conditional.py`), so a change to it is never a 304.
     view: str = ""
+    # None: real emails and names. Set from `anonymize=`; a caller's limits may force it.
+    anonymization: Anonymization | None = None
 
     @property
     def filename(self) -> str:

@@ -14,6 +14,7 @@ from reviewpoint.auth.deps import ExportPrincipal, require_feature, require_scop
 from reviewpoint.config import AppSettings, Settings
 from reviewpoint.db import Database, DatabaseDep
 from reviewpoint.exports import conditional, cursor
+from reviewpoint.exports.anonymize import PseudonymsDep
 from reviewpoint.exports.attempt import ExportAttempt, TrackedExport, track_export
 from reviewpoint.exports.columns import FULL, MINIMAL, ExportSpec
 from reviewpoint.exports.formats import FORMATS
@@ -34,7 +35,10 @@ _EXPORT_ERRORS: dict[int | str, dict[str, object]] = {
         "the format does not take, or `cursor` or `fields` on /export"
     },
     401: {"description": "Missing, unknown, expired or revoked credentials"},
-    403: {"description": "Feature disabled, scope missing, or not an administrator"},
+    403: {
+        "description": "Feature disabled (`users:export_anonymized` for `anonymize`), "
+        "scope missing, or not an administrator"
+    },
     422: {
         "description": "A parameter is invalid (a timestamp without a zone, a negative "
         "`after_id`, ...): `detail` names it"
@@ -43,7 +47,10 @@ _EXPORT_ERRORS: dict[int | str, dict[str, object]] = {
         "description": "Rate limit or concurrency cap reached; retry after `Retry-After` "
         "seconds. `RateLimit-Policy` and `RateLimit` describe the budget."
     },
-    503: {"description": "Database unavailable or busy; nothing was sent (see `Retry-After`)"},
+    503: {
+        "description": "Database unavailable or busy; nothing was sent (see `Retry-After`). "
+        "Also `anonymize` on a server started without REVIEWPOINT_ANONYMIZE_KEY."
+    },
 }
 
 _NOT_MODIFIED: dict[int | str, dict[str, object]] = {
@@ -189,11 +196,12 @@ async def export_users(
     settings: AppSettings,
     principal: Annotated[ExportPrincipal, Depends(require_scope("users:export"))],
     parameters: Annotated[ExportParameters, Query()],
+    pseudonyms: PseudonymsDep,
     _no_cursor: Annotated[None, Depends(cursor.refuse_on_minimal)] = None,
     _no_fields: Annotated[None, Depends(refuse_fields_on_minimal)] = None,
     revalidation: conditional.Conditional = None,
 ) -> Response:
-    request = parameters.export_request(MINIMAL)
+    request = parameters.export_request(MINIMAL, pseudonyms=pseudonyms)
     return await _export_response(
         database,
         admission,
@@ -243,9 +251,10 @@ async def export_users_full(
     principal: Annotated[ExportPrincipal, Depends(require_scope("users:export_full"))],
     parameters: Annotated[FullExportParameters, Query()],
     since: Annotated[int | None, Depends(cursor.sync_since)],
+    pseudonyms: PseudonymsDep,
     revalidation: conditional.Conditional = None,
 ) -> Response:
-    request = parameters.export_request(FULL, since=since)
+    request = parameters.export_request(FULL, since=since, pseudonyms=pseudonyms)
     return await _export_response(
         database,
         admission,

@@ -6,10 +6,18 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Query
-from pydantic import AwareDatetime, BaseModel, BeforeValidator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from reviewpoint.errors import BadRequest
 from reviewpoint.exports import cursor
+from reviewpoint.exports.anonymize import AnonymizeMode, Pseudonyms
 from reviewpoint.exports.columns import CHOOSABLE, ExportSpec, choose_fields
 from reviewpoint.exports.formats import FORMATS, check_options, format_named
 from reviewpoint.exports.formats.base import Options
@@ -41,6 +49,17 @@ def _iso_timestamp(value: object) -> object:
 
 
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_timestamp)]
+_BOOLEAN = TypeAdapter(bool)
+
+
+def anonymize_mode(value: object) -> object:
+    """`day`, or any spelling of a boolean the other parameters take (`true`, `1`, `off`...)."""
+    if isinstance(value, str) and value.strip().lower() == "day":
+        return "day"
+    try:
+        return "true" if _BOOLEAN.validate_python(value) else "false"
+    except ValidationError:
+        raise ValueError("must be true, false or day") from None
 
 
 def _parameter(*, default: Any, description: str, example: object, **constraints: Any) -> Any:
@@ -131,10 +150,33 @@ class ExportParameters(BaseModel):
         example=False,
     )
 
-    def export_request(self, spec: ExportSpec, *, since: int | None = None) -> ExportRequest:
+    anonymize: AnonymizeMode = _parameter(
+        default="false",
+        description=(
+            "`true`: emails and names become deterministic pseudonyms "
+            "(`u-<hex>@example.invalid`, `User <hex>`; the same for a user in every "
+            "export made with this server's key); ids, flags and timestamps stay. "
+            "`day`: as `true`, and every timestamp is cut to its day (00:00:00Z). "
+            "Feature flag `users:export_anonymized`. Anything else is a 422."
+        ),
+        example="true",
+    )
+
+    # A validator of the field, not of its type: FastAPI keeps the Query's
+    # examples only on a plain annotation.
+    _anonymize_mode = field_validator("anonymize", mode="before")(anonymize_mode)
+
+    def export_request(
+        self,
+        spec: ExportSpec,
+        *,
+        since: int | None = None,
+        pseudonyms: Pseudonyms | None = None,
+    ) -> ExportRequest:
         """The export these parameters ask for, or a 400 for a format or option it cannot serve.
 
-        `since`: an incremental sync's change number (`cursor.py`).
+        `since`: an incremental sync's change number (`cursor.py`). `pseudonyms`:
+        the key and permission `anonymize` needs (403/503 without them).
         """
         export_format = format_named(self.format)
         options = Options(bom=self.bom, excel_safe=self.excel_safe)
@@ -150,7 +192,16 @@ class ExportParameters(BaseModel):
             limit=self.limit,
             since=since,
         )
-        return ExportRequest(spec=spec, format=export_format, filters=filters, options=options)
+        anonymization = (pseudonyms or Pseudonyms(key=None, enabled=False)).anonymization(
+            self.anonymize
+        )
+        return ExportRequest(
+            spec=spec,
+            format=export_format,
+            filters=filters,
+            options=options,
+            anonymization=anonymization,
+        )
 
 
 class FullExportParameters(ExportParameters):
@@ -165,12 +216,18 @@ class FullExportParameters(ExportParameters):
         example="id,email,created_at",
     )
 
-    def export_request(self, spec: ExportSpec, *, since: int | None = None) -> ExportRequest:
+    def export_request(
+        self,
+        spec: ExportSpec,
+        *,
+        since: int | None = None,
+        pseudonyms: Pseudonyms | None = None,
+    ) -> ExportRequest:
         if self.fields is not None:
             spec = choose_fields(spec, self.fields)
         if since is not None:
             spec = cursor.with_deletions(spec)
-        return super().export_request(spec, since=since)
+        return super().export_request(spec, since=since, pseudonyms=pseudonyms)
 
 
 def refuse_fields_on_minimal(

@@ -37,7 +37,15 @@ from reviewpoint.errors import (
 from reviewpoint.exports import conditional, cursor
 from reviewpoint.exports.attempt import ExportAttempt, Outcome
 from reviewpoint.exports.pipeline import ChunkPipeline
-from reviewpoint.exports.query import Chunk, ChunkReader, PostgresChunks, SqliteChunks, count_rows
+from reviewpoint.exports.query import (
+    Anonymized,
+    Chunk,
+    ChunkReader,
+    PostgresChunks,
+    SqliteChunks,
+    count_rows,
+    sqlite_setup,
+)
 from reviewpoint.exports.request import ExportRequest
 
 log = logging.getLogger("reviewpoint.exports")
@@ -330,11 +338,27 @@ async def _reader(
     fits: bool = False,
 ) -> ChunkReader:
     export_format, columns, options = request.format, request.spec.columns, request.options
+    anonymized = (
+        None
+        if request.anonymization is None
+        else Anonymized(columns=columns, anonymization=request.anonymization)
+    )
     if connection.dialect.name == "postgresql":
         pg_rows = export_format.pg_rows(columns, options)
-        return await PostgresChunks.on(connection, request.filters, pg_rows, fits=fits)
+        return await PostgresChunks.on(
+            connection, request.filters, pg_rows, fits=fits, anonymized=anonymized
+        )
     sqlite_rows = export_format.sqlite_rows(columns, options)
-    return SqliteChunks(connection, request.filters, sqlite_rows, one_chunk=one_chunk, fits=fits)
+    if anonymized is not None:
+        await sqlite_setup(connection, anonymized)
+    return SqliteChunks(
+        connection,
+        request.filters,
+        sqlite_rows,
+        one_chunk=one_chunk,
+        fits=fits,
+        anonymized=anonymized,
+    )
 
 
 async def _body(

@@ -9,6 +9,7 @@ FEATURES = (
     "users:export_full",
     "users:export_alive",
     "users:export_simple",
+    "users:export_anonymized",
 )
 
 
