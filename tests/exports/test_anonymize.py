@@ -281,6 +281,29 @@ def test_pseudonyms_change_with_the_key(
     assert all(first[user_id] != second[user_id] for user_id in first)
 
 
+@pytest.mark.usefixtures("users")
+def test_a_new_key_gets_a_new_etag_never_a_304(
+    settings: Settings, client: TestClient, full_key: dict[str, str]
+) -> None:
+    """Old pseudonyms must not be revalidated as current once the key has changed."""
+    path = "/api/v1/users/export-full"
+    anonymized = client.get(path, params={"anonymize": "true"}, headers=full_key)
+    plain = client.get(path, headers=full_key)
+    day = client.get(path, params={"anonymize": "day"}, headers=full_key)
+    tags = {response.headers["ETag"] for response in (anonymized, plain, day)}
+    assert len(tags) == 3
+    assert KEY not in str(anonymized.headers)
+    rekeyed = settings.model_copy(update={"anonymize_key": SecretStr(OTHER_KEY)})
+    with TestClient(create_app(rekeyed)) as other:
+        again = other.get(
+            path,
+            params={"anonymize": "true"},
+            headers={**full_key, "If-None-Match": anonymized.headers["ETag"]},
+        )
+    assert again.status_code == 200
+    assert again.headers["ETag"] != anonymized.headers["ETag"]
+
+
 def test_distinct_addresses_get_distinct_pseudonyms_and_case_variants_one(
     db_url: str, client: TestClient, full_key: dict[str, str]
 ) -> None:
