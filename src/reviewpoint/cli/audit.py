@@ -83,7 +83,8 @@ def audit_list(
 def _table(records: list[ExportAuditPublic]) -> Table:
     """Fits 80 columns; the rest of each record is in `--json`."""
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
-    for name in ("id", "started (UTC)", "actor", "endpoint", "outcome", "http", "rows"):
+    # `anon`: the anonymize mode delivered; the columns delivered are in `--json`.
+    for name in ("id", "started (UTC)", "actor", "endpoint", "outcome", "http", "rows", "anon"):
         table.add_column(name, no_wrap=True, justify="right" if name in ("id", "rows") else "left")
     for record in records:
         table.add_row(
@@ -94,6 +95,7 @@ def _table(records: list[ExportAuditPublic]) -> Table:
             record.outcome,
             str(record.status or "-"),
             str(record.rows),
+            record.anonymized or "-",
         )
     return table
 
