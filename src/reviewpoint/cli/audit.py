@@ -81,10 +81,10 @@ def audit_list(
 
 
 def _table(records: list[ExportAuditPublic]) -> Table:
-    """Fits 80 columns; the rest of each record is in `--json`."""
+    """Fits 80 columns; the rest of each record (the fields delivered and their
+    anonymization among it) is in `--json`."""
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
-    # `anon`: the anonymize mode delivered; the columns delivered are in `--json`.
-    for name in ("id", "started (UTC)", "actor", "endpoint", "outcome", "http", "rows", "anon"):
+    for name in ("id", "started (UTC)", "actor", "endpoint", "outcome", "http", "rows"):
         table.add_column(name, no_wrap=True, justify="right" if name in ("id", "rows") else "left")
     for record in records:
         table.add_row(
@@ -95,7 +95,6 @@ def _table(records: list[ExportAuditPublic]) -> Table:
             record.outcome,
             str(record.status or "-"),
             str(record.rows),
-            record.anonymized or "-",
         )
     return table
 
