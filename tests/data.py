@@ -44,6 +44,8 @@ API_KEY_PUBLIC_FIELDS = {
     "expires_at",
     "revoked_at",
     "rotated_from_id",
+    "fields",
+    "anonymized_only",
 }
 # Every user made by `insert_users` or `insert_user` has this password.
 BULK_PASSWORD = "bulk-user-password"
@@ -147,12 +149,23 @@ def bearer_headers(
 
 
 def create_api_key(
-    db_url: str, scopes: Sequence[Scope], *, name: str = "test", expires_in_days: int | None = None
+    db_url: str,
+    scopes: Sequence[Scope],
+    *,
+    name: str = "test",
+    expires_in_days: int | None = None,
+    fields: Sequence[str] | None = None,
+    anonymized_only: bool = False,
 ) -> tuple[int, str]:
     async def run() -> tuple[int, str]:
         async with standalone_session(db_url) as session:
             key, secret = await api_keys.create(
-                session, name=name, scopes=list(scopes), expires_in_days=expires_in_days
+                session,
+                name=name,
+                scopes=list(scopes),
+                expires_in_days=expires_in_days,
+                fields=fields,
+                anonymized_only=anonymized_only,
             )
             return key.id, secret
 

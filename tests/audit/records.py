@@ -66,6 +66,8 @@ def add_record(
     actor: ExportPrincipal | None = None,
     endpoint: str = "export-full",
     rows: int = 0,
+    fields: tuple[str, ...] | None = None,
+    anonymized: str | None = None,
 ) -> int:
     """A record as the audit observer writes it for an attempt that began at `started_at`."""
     attempt = ExportAttempt(
@@ -82,6 +84,8 @@ def add_record(
         rows=rows,
         bytes=rows * 40,
         finished_at=None if outcome == "running" else started_at + timedelta(seconds=2),
+        fields=fields,
+        anonymized=anonymized,
     )
 
     async def run() -> int:

@@ -28,6 +28,8 @@ ITEM_FIELDS = {
     "duration_seconds",
     "client_address",
     "user_agent",
+    "fields",
+    "anonymized",
 }
 NOON = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -62,7 +64,13 @@ def test_the_audit_is_for_administrators_only(
 def test_records_come_newest_first_with_every_field(
     client: TestClient, db_url: str, admin: dict[str, str]
 ) -> None:
-    older = add_record(db_url, started_at=NOON, actor=key_actor(3, "sync", "0a1b2c3d4e5f"))
+    older = add_record(
+        db_url,
+        started_at=NOON,
+        actor=key_actor(3, "sync", "0a1b2c3d4e5f"),
+        fields=("id", "name", "created_at"),
+        anonymized="day",
+    )
     newer = add_record(
         db_url,
         started_at=NOON + timedelta(minutes=5),
@@ -78,6 +86,10 @@ def test_records_come_newest_first_with_every_field(
     first, second = body["data"]
     assert set(first) == set(second) == ITEM_FIELDS
     assert first["actor"] is None
+    # Refused before its columns were known: nothing was delivered.
+    assert (first["fields"], first["anonymized"]) == (None, None)
+    assert second["fields"] == ["id", "name", "created_at"]
+    assert second["anonymized"] == "day"
     assert second["actor"] == {
         "kind": "api_key",
         "id": 3,

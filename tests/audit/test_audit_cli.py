@@ -174,3 +174,13 @@ def test_audit_commands_without_the_audit_table_fail_in_one_line(
     line = one_line_error(cli(tmp_path, db_url, "audit", command))
     assert "export_audit" in line
     assert line.endswith("run `reviewpoint db upgrade`")
+
+
+def test_audit_list_json_shows_the_fields_delivered_and_their_anonymization(
+    db_url: str, tmp_path: Path
+) -> None:
+    add_record(db_url, started_at=utcnow(), fields=("id", "name"), anonymized="day")
+    result = cli(tmp_path, db_url, "audit", "list", "--json")
+    assert_ok(result)
+    (record,) = json.loads(result.stdout)
+    assert (record["fields"], record["anonymized"]) == (["id", "name"], "day")

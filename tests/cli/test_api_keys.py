@@ -8,6 +8,7 @@ import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
@@ -255,3 +256,78 @@ def test_list_table_fits_80_columns_and_keeps_each_prefix_whole(
     for prefix in prefixes:
         assert prefix in result.stdout
     assert "…" not in result.stdout
+
+
+# data limits
+
+
+def test_create_with_limits_lists_them_in_the_table_and_json(
+    db_url: str, client: TestClient, tmp_path: Path
+) -> None:
+    created = cli(
+        tmp_path,
+        db_url,
+        "api-keys",
+        "create",
+        "--name",
+        "partner",
+        "--scope",
+        "users:export_full",
+        "--fields",
+        "id,name,created_at",
+        "--anonymized-only",
+    )
+    assert_ok(created)
+    secret = created.stdout.strip()
+    assert SECRET_FORMAT.fullmatch(secret)
+    assert "(limits: fields id,name,created_at; anonymized only)" in created.stderr
+    (listed,) = _listed(tmp_path, db_url).values()
+    assert (listed["fields"], listed["anonymized_only"]) == (["id", "name", "created_at"], True)
+    table = cli(tmp_path, db_url, "api-keys", "list")
+    assert_ok(table)
+    assert "fields id,name,created_at; anonymized only" in table.stdout
+    # The key is limited over HTTP too.
+    response = client.get("/api/v1/users/export-full", headers={"X-API-Key": secret})
+    assert response.status_code == 200
+    assert response.text.splitlines() == ["id,name,created_at"]
+
+
+def test_a_key_without_limits_lists_none(db_url: str, tmp_path: Path) -> None:
+    create_api_key(db_url, ["users:export"], name="plain")
+    result = cli(tmp_path, db_url, "api-keys", "list")
+    assert_ok(result)
+    assert result.stdout.splitlines()[2].split()[4] == "none"
+
+
+def test_rotate_keeps_the_limits(db_url: str, tmp_path: Path) -> None:
+    key_id, _ = create_api_key(
+        db_url, ["users:export_full"], fields=["id", "is_admin"], anonymized_only=True
+    )
+    assert_ok(cli(tmp_path, db_url, "api-keys", "rotate", str(key_id)))
+    _old, new = _listed(tmp_path, db_url).values()
+    assert new["rotated_from_id"] == key_id
+    assert (new["fields"], new["anonymized_only"]) == (["id", "is_admin"], True)
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"), [("id,secret", "'secret'"), ("id,id", "'id' appears twice")]
+)
+def test_create_with_bad_fields_fails_in_one_line_and_issues_nothing(
+    db_url: str, tmp_path: Path, fields: str, named: str
+) -> None:
+    result = cli(
+        tmp_path,
+        db_url,
+        "api-keys",
+        "create",
+        "--name",
+        "partner",
+        "--scope",
+        "users:export_full",
+        "--fields",
+        fields,
+    )
+    assert result.returncode != 0
+    assert named in one_line_error(result)
+    assert result.stdout == ""
+    assert _listed(tmp_path, db_url) == {}

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from reviewpoint.db import Base, UTCDateTime, utcnow
@@ -24,6 +24,11 @@ class ApiKey(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Data limits (migration 0008, exports/limits.py): the export columns the key
+    # may receive, comma-separated (NULL: every column its scopes allow), and
+    # whether it gets only pseudonyms instead of real emails and names.
+    allowed_fields: Mapped[str | None] = mapped_column(Text)
+    anonymized_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # The key a rotation replaced (migration 0004).
     rotated_from_id: Mapped[int | None] = mapped_column(
         ForeignKey("api_keys.id", ondelete="SET NULL")
@@ -37,6 +42,10 @@ class ApiKey(Base):
     @property
     def scope_list(self) -> list[str]:
         return self.scopes.split()
+
+    @property
+    def field_list(self) -> list[str] | None:
+        return None if self.allowed_fields is None else self.allowed_fields.split(",")
 
     @property
     def created_by_email(self) -> str | None:

@@ -38,6 +38,8 @@ async def create_api_key(
         scopes=data.scopes,
         expires_in_days=data.expires_in_days,
         created_by=admin.id,
+        fields=data.fields,
+        anonymized_only=data.anonymized_only,
     )
     return _created(key, secret)
 
@@ -51,7 +53,7 @@ async def list_api_keys(session: Session, admin: CurrentAdmin) -> list[ApiKeyPub
     "/{key_id:int}/rotate",
     status_code=status.HTTP_201_CREATED,
     description=(
-        "Issue a new key with the old one's name, scopes and expiry (not a grace "
+        "Issue a new key with the old one's name, scopes, data limits and expiry (not a grace "
         "deadline an earlier rotation set), with `rotated_from_id` naming the old "
         "key; its secret is shown only in this response. The old key keeps working "
         "for `grace_minutes` (default 60, 0 = it stops at once, at most 10080), or "

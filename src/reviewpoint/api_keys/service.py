@@ -66,13 +66,21 @@ async def create(
     scopes: Sequence[Scope],
     expires_in_days: int | None = None,
     created_by: int | None = None,
+    fields: Sequence[str] | None = None,
+    anonymized_only: bool = False,
 ) -> tuple[ApiKey, str]:
-    """The new key and its secret; the secret exists only in this return value."""
+    """The new key and its secret; the secret exists only in this return value.
+
+    `fields` and `anonymized_only` are its data limits (exports/limits.py);
+    `fields` must already be checked (`limits.field_names`).
+    """
     now = utcnow()
     return await _issue(
         session,
         name=name,
         scopes=" ".join(dict.fromkeys(scopes)),
+        allowed_fields=None if fields is None else ",".join(fields),
+        anonymized_only=anonymized_only,
         now=now,
         expires_at=now + timedelta(days=expires_in_days) if expires_in_days else None,
         created_by=created_by,
@@ -87,6 +95,8 @@ async def _issue(
     now: datetime,
     expires_at: datetime | None,
     created_by: int | None,
+    allowed_fields: str | None,
+    anonymized_only: bool,
     rotated_from_id: int | None = None,
 ) -> tuple[ApiKey, str]:
     new = security.generate_api_key()
@@ -97,6 +107,8 @@ async def _issue(
         prefix=new.prefix,
         secret_hash=new.secret_hash,
         scopes=scopes,
+        allowed_fields=allowed_fields,
+        anonymized_only=anonymized_only,
         creator=creator,
         created_at=now,
         expires_at=expires_at,
@@ -135,8 +147,8 @@ async def rotate(
 ) -> tuple[ApiKey, ApiKey, str]:
     """Replace a live key: the old one, the new one, and the new secret.
 
-    The new key keeps the old one's name, scopes and expiry (a rotation changes
-    the secret, not what it may do or for how long). The old key stops after
+    The new key keeps the old one's name, scopes, data limits and expiry (a
+    rotation changes the secret, not what it may do or for how long). The old key stops after
     `grace`, or at its own expiry if that comes first; rotating it again never
     extends that deadline.
     """
@@ -150,6 +162,8 @@ async def rotate(
         session,
         name=old.name,
         scopes=old.scopes,
+        allowed_fields=old.allowed_fields,
+        anonymized_only=old.anonymized_only,
         now=now,
         expires_at=await _original_expiry(session, old),
         created_by=rotated_by,

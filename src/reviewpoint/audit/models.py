@@ -48,6 +48,10 @@ class ExportAudit(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     duration_seconds: Mapped[float | None] = mapped_column(Float)
+    # What was delivered (migration 0008): the columns, comma-separated, and the
+    # `anonymize` mode (`false`, `true`, `day`); NULL when refused before that was known.
+    fields: Mapped[str | None] = mapped_column(Text)
+    anonymized: Mapped[str | None] = mapped_column(String(8))
     client_address: Mapped[str | None] = mapped_column(String(CLIENT_ADDRESS_LENGTH))
     user_agent: Mapped[str | None] = mapped_column(String(USER_AGENT_LENGTH))
 

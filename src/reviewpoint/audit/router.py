@@ -48,6 +48,8 @@ _EXAMPLE = {
             "duration_seconds": 30.11,
             "client_address": "10.0.4.20",
             "user_agent": "curl/8.5.0",
+            "fields": ["id", "email", "name", "created_at"],
+            "anonymized": "true",
         },
         {
             "id": 42,
@@ -71,6 +73,8 @@ _EXAMPLE = {
             "duration_seconds": 3.75,
             "client_address": "10.0.4.17",
             "user_agent": "python-httpx/0.28.1",
+            "fields": ["id", "name", "created_at"],
+            "anonymized": "false",
         },
     ],
     "count": 2,

@@ -103,6 +103,14 @@ class ExportAuditPublic(BaseModel):
     duration_seconds: float | None
     client_address: str | None
     user_agent: str | None
+    fields: list[str] | None = Field(
+        description="The columns the export delivered (after the key's limits); null "
+        "when it was refused before they were known"
+    )
+    anonymized: Literal["false", "true", "day"] | None = Field(
+        description="The `anonymize` mode it ran with (an anonymized-only key's "
+        "default is `true`); null when refused before it was known"
+    )
 
     @classmethod
     def of(cls, record: ExportAudit) -> ExportAuditPublic:
@@ -131,6 +139,8 @@ class ExportAuditPublic(BaseModel):
             duration_seconds=record.duration_seconds,
             client_address=record.client_address,
             user_agent=record.user_agent,
+            fields=record.fields.split(",") if record.fields else None,
+            anonymized=record.anonymized,
         )
 
 

@@ -62,6 +62,8 @@ def values_of(attempt: ExportAttempt) -> dict[str, Any]:
         "started_at": attempt.started_at,
         "finished_at": attempt.finished_at,
         "duration_seconds": attempt.duration_seconds,
+        "fields": ",".join(attempt.fields) if attempt.fields is not None else None,
+        "anonymized": attempt.anonymized,
         "client_address": _clip(attempt.client_address, models.CLIENT_ADDRESS_LENGTH),
         "user_agent": _clip(attempt.user_agent, models.USER_AGENT_LENGTH),
     }

@@ -19,6 +19,7 @@ from reviewpoint.api_keys import service as api_keys
 from reviewpoint.config import JwtSecret
 from reviewpoint.db import Database, DatabaseDep
 from reviewpoint.errors import FeatureDisabled, NotAuthenticated, NotPermitted
+from reviewpoint.exports.limits import NO_LIMITS, KeyLimits
 from reviewpoint.features.catalog import FEATURES
 from reviewpoint.features.flags import FeatureFlagsDep
 from reviewpoint.users import repository as users
@@ -79,6 +80,8 @@ class ExportPrincipal:
     # (never its secret).
     name: str
     key_prefix: str | None = None
+    # A key's data limits (exports/limits.py); admins and the CLI have none.
+    limits: KeyLimits = NO_LIMITS
 
     @property
     def key(self) -> str:
@@ -113,6 +116,10 @@ def require_scope(scope: str) -> Callable[..., Awaitable[ExportPrincipal]]:
                 label=f"{key.name} ({key.prefix})",
                 name=key.name,
                 key_prefix=key.prefix,
+                limits=KeyLimits(
+                    fields=None if key.field_list is None else tuple(key.field_list),
+                    anonymized_only=key.anonymized_only,
+                ),
             )
             # Kept on the request before the scope check, so the audit trail
             # names a caller it refuses (exports/attempt.py).

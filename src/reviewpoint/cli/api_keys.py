@@ -43,6 +43,20 @@ def api_keys_create(
     name: Annotated[str, typer.Option(help="What the key is for.")],
     scope: Annotated[list[str], typer.Option(help=f"Repeatable; one of {', '.join(SCOPES)}.")],
     expires_in_days: Annotated[int | None, typer.Option(help="Lifetime in days.")] = None,
+    fields: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated export columns the key may receive (e.g. id,name,created_at); "
+            "default: no limit."
+        ),
+    ] = None,
+    anonymized_only: Annotated[
+        bool,
+        typer.Option(
+            "--anonymized-only",
+            help="Exports through the key always carry pseudonyms, never real emails or names.",
+        ),
+    ] = False,
 ) -> None:
     """Issue an export API key; prints the secret alone on stdout (shown only once)."""
     unknown = [s for s in scope if s not in SCOPES]
@@ -50,19 +64,32 @@ def api_keys_create(
         raise fail(f"unknown scope {', '.join(unknown)}; choose from {', '.join(SCOPES)}")
     scopes: list[Scope] = [s for s in SCOPES if s in scope]
     # The HTTP API's own schema, so both refuse the same names and lifetimes.
-    data = validated(ApiKeyCreate, name=name, scopes=scopes, expires_in_days=expires_in_days)
+    data = validated(
+        ApiKeyCreate,
+        name=name,
+        scopes=scopes,
+        expires_in_days=expires_in_days,
+        fields=None if fields is None else fields.split(","),
+        anonymized_only=anonymized_only,
+    )
 
     async def create() -> tuple[int, str]:
         async with standalone_session(current_settings().db_url) as session:
             key, secret = await api_keys.create(
-                session, name=data.name, scopes=data.scopes, expires_in_days=data.expires_in_days
+                session,
+                name=data.name,
+                scopes=data.scopes,
+                expires_in_days=data.expires_in_days,
+                fields=data.fields,
+                anonymized_only=data.anonymized_only,
             )
             return key.id, secret
 
     key_id, secret = run(create())
+    limits = _limits(data.fields, data.anonymized_only)
     err.print(
-        f"created API key {key_id} '{data.name}' with scopes {' '.join(data.scopes)};"
-        " store it now:",
+        f"created API key {key_id} '{data.name}' with scopes {' '.join(data.scopes)}"
+        f"{'' if limits == 'none' else f' (limits: {limits})'}; store it now:",
         highlight=False,
         soft_wrap=True,
     )
@@ -92,6 +119,7 @@ def api_keys_list(
             # The prefix identifies the key: it never wraps.
             column("prefix", no_wrap=True, min_width=12),
             column("scopes", min_width=len("users:export")),
+            column("limits"),
             column("created", min_width=TIMESTAMP_WIDTH),
             column("last used", min_width=TIMESTAMP_WIDTH),
             column("state", min_width=TIMESTAMP_WIDTH),
@@ -102,6 +130,7 @@ def api_keys_list(
                 key.name,
                 key.prefix,
                 " ".join(key.scopes),
+                _limits(key.fields, key.anonymized_only),
                 _provenance(key),
                 when(key.last_used_at),
                 _state(key, now),
@@ -109,6 +138,14 @@ def api_keys_list(
             for key in keys
         ),
     )
+
+
+def _limits(fields: list[str] | None, anonymized_only: bool) -> str:
+    """A key's data limits in one cell: `fields a,b`, `anonymized only`, both, or `none`."""
+    parts = [] if fields is None else [f"fields {','.join(fields)}"]
+    if anonymized_only:
+        parts.append("anonymized only")
+    return "; ".join(parts) or "none"
 
 
 def _provenance(key: ApiKeyPublic) -> str:
@@ -141,7 +178,7 @@ def api_keys_rotate(
         ),
     ] = DEFAULT_GRACE_MINUTES,
 ) -> None:
-    """Replace a key with a new one of the same name, scopes and expiry; prints the new
+    """Replace a key with a new one of the same name, scopes, limits and expiry; prints the new
     secret alone on stdout (shown only once)."""
 
     async def rotate() -> tuple[ApiKey, ApiKey, str]:

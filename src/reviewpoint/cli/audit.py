@@ -81,7 +81,8 @@ def audit_list(
 
 
 def _table(records: list[ExportAuditPublic]) -> Table:
-    """Fits 80 columns; the rest of each record is in `--json`."""
+    """Fits 80 columns; the rest of each record (the fields delivered and their
+    anonymization among it) is in `--json`."""
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     for name in ("id", "started (UTC)", "actor", "endpoint", "outcome", "http", "rows"):
         table.add_column(name, no_wrap=True, justify="right" if name in ("id", "rows") else "left")

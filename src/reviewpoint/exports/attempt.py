@@ -41,6 +41,7 @@ from reviewpoint.request_id import current_request_id
 
 if TYPE_CHECKING:
     from reviewpoint.auth.deps import ExportPrincipal
+    from reviewpoint.exports.request import ExportRequest
 
 log = logging.getLogger("reviewpoint.exports")
 
@@ -102,6 +103,18 @@ class ExportAttempt:
     # Set by the audit trail once its record exists, so log lines can name it.
     audit_id: int | None = None
     streaming: bool = False
+    # What the export holds, once its parameters (and the key's limits) are
+    # applied: the columns and the `anonymize` mode. None while unknown.
+    fields: tuple[str, ...] | None = None
+    anonymized: str | None = None
+
+    def delivers(self, request: ExportRequest) -> None:
+        """Note the columns and anonymization `request` answers with (for the audit trail)."""
+        self.fields = tuple(request.spec.header)
+        anonymization = request.anonymization
+        self.anonymized = (
+            "false" if anonymization is None else "day" if anonymization.day else "true"
+        )
 
     @property
     def duration_seconds(self) -> float | None:

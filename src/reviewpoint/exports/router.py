@@ -37,7 +37,9 @@ _EXPORT_ERRORS: dict[int | str, dict[str, object]] = {
     401: {"description": "Missing, unknown, expired or revoked credentials"},
     403: {
         "description": "Feature disabled (`users:export_anonymized` for `anonymize`), "
-        "scope missing, or not an administrator"
+        "scope missing, not an administrator, or beyond the API key's data limits (a "
+        "field it may not export, `anonymize=false` or `email` for an anonymized-only "
+        "key): `detail` says which"
     },
     422: {
         "description": "A parameter is invalid (a timestamp without a zone, a negative "
@@ -119,6 +121,7 @@ async def _export_response(
     revalidation: conditional.Revalidation | None,
 ) -> Response:
     attempt.principal = principal
+    attempt.delivers(request)
     if revalidation is not None:
         tag = await conditional.current_tag(database, request, revalidation)
         if tag is not None:
@@ -201,7 +204,7 @@ async def export_users(
     _no_fields: Annotated[None, Depends(refuse_fields_on_minimal)] = None,
     revalidation: conditional.Conditional = None,
 ) -> Response:
-    request = parameters.export_request(MINIMAL, pseudonyms=pseudonyms)
+    request = parameters.export_request(MINIMAL, pseudonyms=pseudonyms, limits=principal.limits)
     return await _export_response(
         database,
         admission,
@@ -254,7 +257,9 @@ async def export_users_full(
     pseudonyms: PseudonymsDep,
     revalidation: conditional.Conditional = None,
 ) -> Response:
-    request = parameters.export_request(FULL, since=since, pseudonyms=pseudonyms)
+    request = parameters.export_request(
+        FULL, since=since, pseudonyms=pseudonyms, limits=principal.limits
+    )
     return await _export_response(
         database,
         admission,

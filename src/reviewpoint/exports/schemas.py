@@ -21,6 +21,7 @@ from reviewpoint.exports.anonymize import AnonymizeMode, Pseudonyms
 from reviewpoint.exports.columns import CHOOSABLE, ExportSpec, choose_fields
 from reviewpoint.exports.formats import FORMATS, check_options, format_named
 from reviewpoint.exports.formats.base import Options
+from reviewpoint.exports.limits import NO_LIMITS, KeyLimits
 from reviewpoint.exports.query import Filters
 from reviewpoint.exports.request import ExportRequest
 from reviewpoint.inputs import INT32_MAX
@@ -172,15 +173,23 @@ class ExportParameters(BaseModel):
         *,
         since: int | None = None,
         pseudonyms: Pseudonyms | None = None,
+        limits: KeyLimits = NO_LIMITS,
     ) -> ExportRequest:
         """The export these parameters ask for, or a 400 for a format or option it cannot serve.
 
         `since`: an incremental sync's change number (`cursor.py`). `pseudonyms`:
         the key and permission `anonymize` needs (403/503 without them).
+        `limits`: the caller's key's data limits (`limits.py`), a 403 for
+        anything beyond them.
         """
         export_format = format_named(self.format)
         options = Options(bom=self.bom, excel_safe=self.excel_safe)
         check_options(export_format, options)
+        spec = self.columns(spec, limits)
+        if since is not None:
+            spec = cursor.with_deletions(spec)
+        limits.check_email_filter(self.email)
+        mode = limits.anonymize_mode(self.anonymize, explicit="anonymize" in self.model_fields_set)
         filters = Filters(
             email=self.email,
             is_active=self.is_active,
@@ -192,16 +201,20 @@ class ExportParameters(BaseModel):
             limit=self.limit,
             since=since,
         )
-        anonymization = (pseudonyms or Pseudonyms(key=None, enabled=False)).anonymization(
-            self.anonymize
-        )
+        anonymization = (pseudonyms or Pseudonyms(key=None, enabled=False)).anonymization(mode)
         return ExportRequest(
             spec=spec,
             format=export_format,
             filters=filters,
             options=options,
+            view=limits.view,
             anonymization=anonymization,
         )
+
+    def columns(self, spec: ExportSpec, limits: KeyLimits) -> ExportSpec:
+        """The columns exported: the endpoint's own, all of which the key must be allowed."""
+        limits.check_columns(spec)
+        return spec
 
 
 class FullExportParameters(ExportParameters):
@@ -216,18 +229,13 @@ class FullExportParameters(ExportParameters):
         example="id,email,created_at",
     )
 
-    def export_request(
-        self,
-        spec: ExportSpec,
-        *,
-        since: int | None = None,
-        pseudonyms: Pseudonyms | None = None,
-    ) -> ExportRequest:
-        if self.fields is not None:
-            spec = choose_fields(spec, self.fields)
-        if since is not None:
-            spec = cursor.with_deletions(spec)
-        return super().export_request(spec, since=since, pseudonyms=pseudonyms)
+    def columns(self, spec: ExportSpec, limits: KeyLimits) -> ExportSpec:
+        """The chosen `fields` (each one the key must be allowed), or the defaults it may see."""
+        if self.fields is None:
+            return limits.narrow(spec)
+        chosen = choose_fields(spec, self.fields)
+        limits.check_columns(chosen)
+        return chosen
 
 
 def refuse_fields_on_minimal(
