@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import httpx
 from fastapi.testclient import TestClient
-from sqlalchemy import insert, text
+from sqlalchemy import insert, select, text
 
 from reviewpoint import security
 from reviewpoint.api_keys import service as api_keys
@@ -205,3 +205,14 @@ def execute_sql(db_url: str, sql: str) -> None:
             await engine.dispose()
 
     asyncio.run(run())
+
+
+def live_users(db_url: str) -> list[User]:
+    """Every live user as stored, in id order: what an export must hold."""
+
+    async def load() -> list[User]:
+        async with standalone_session(db_url) as session:
+            query = select(User).where(User.is_deleted.is_(False)).order_by(User.id)
+            return list((await session.scalars(query)).all())
+
+    return asyncio.run(load())

@@ -40,7 +40,7 @@ from reviewpoint.exports.query import Anonymized, Filters, PostgresChunks
 from reviewpoint.main import create_app
 from reviewpoint.users.models import User
 from tests.conftest import BACKENDS, statements_sent
-from tests.data import create_api_key, insert_user, insert_users
+from tests.data import create_api_key, insert_user, insert_users, live_users
 from tests.exports.hostile import HOSTILE_NAMES, MARKUP_NAMES
 from tests.features.overrides import override
 
@@ -101,15 +101,6 @@ def _set_last_login(db_url: str) -> None:
     asyncio.run(run())
 
 
-def _users(db_url: str) -> list[User]:
-    async def load() -> list[User]:
-        async with standalone_session(db_url) as session:
-            query = select(User).where(User.is_deleted.is_(False)).order_by(User.id)
-            return list((await session.scalars(query)).all())
-
-    return asyncio.run(load())
-
-
 def _anonymization(day: bool = False, key: str = KEY) -> Anonymization:
     return Anonymization(key=PseudonymKey(key), day=day)
 
@@ -121,7 +112,7 @@ def _reference(
     names = {"id", *spec.header}
     rows = [
         anonymization.row(spec.columns, {name: getattr(user, name) for name in names})
-        for user in _users(db_url)
+        for user in live_users(db_url)
     ]
     return FORMATS[format_name].encode(spec.columns, rows, Options())
 
@@ -207,7 +198,7 @@ def test_every_format_holds_the_reference_pseudonyms_and_no_real_email_or_name(
     else:
         assert streamed == reference
 
-    stored = {user.id: user for user in _users(db_url)}
+    stored = {user.id: user for user in live_users(db_url)}
     records = _records(format_name, streamed)
     assert [int(str(record["id"])) for record in records] == list(stored)
     key = PseudonymKey(KEY)

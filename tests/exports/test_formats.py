@@ -8,7 +8,6 @@ must parse back (json, openpyxl) to the users that were stored.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
@@ -18,17 +17,14 @@ from datetime import UTC, datetime, timedelta, timezone
 import openpyxl
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
 
 from reviewpoint.config import Settings
-from reviewpoint.db import standalone_session
 from reviewpoint.exports.columns import FULL, MINIMAL, ExportSpec
 from reviewpoint.exports.formats import FORMATS
 from reviewpoint.exports.formats.base import ExportFormat, Options
 from reviewpoint.exports.formats.xlsx import FORBIDDEN, XlsxFormat, excel_serial, xml_text
 from reviewpoint.main import create_app
-from reviewpoint.users.models import User
-from tests.data import create_api_key, insert_users
+from tests.data import create_api_key, insert_users, live_users
 from tests.exports.hostile import HOSTILE_NAMES, MARKUP_NAMES
 
 EXPORT = "/api/v1/users/export"
@@ -49,18 +45,9 @@ def full_key(db_url: str) -> dict[str, str]:
     return {"X-API-Key": create_api_key(db_url, ["users:export_full"])[1]}
 
 
-def _users(db_url: str) -> list[User]:
-    async def load() -> list[User]:
-        async with standalone_session(db_url) as session:
-            query = select(User).where(User.is_deleted.is_(False)).order_by(User.id)
-            return list((await session.scalars(query)).all())
-
-    return asyncio.run(load())
-
-
 def _reference(db_url: str, export_format: ExportFormat, spec: ExportSpec) -> bytes:
     """The document as the format's plain-Python encoder writes it from ORM objects."""
-    rows = [{name: getattr(user, name) for name, _ in spec.columns} for user in _users(db_url)]
+    rows = [{name: getattr(user, name) for name, _ in spec.columns} for user in live_users(db_url)]
     return export_format.encode(spec.columns, rows, Options())
 
 
@@ -255,7 +242,7 @@ def test_every_download_says_how_many_records_it_holds(
             else:
                 count = len(_records(format_name, response.content, spec))
             assert response.headers["X-Export-Rows"] == str(count)
-            assert count == len(_users(db_url))
+            assert count == len(live_users(db_url))
 
 
 @pytest.mark.parametrize("connections", [1, 3])
@@ -290,7 +277,7 @@ def test_hostile_data_parses_back_to_the_stored_users(
             name: _expected_value(kind, getattr(user, name), format_name)
             for name, kind in FULL.columns
         }
-        for user in _users(db_url)
+        for user in live_users(db_url)
     ]
     assert _records(format_name, body, FULL) == expected
 

@@ -13,7 +13,6 @@ machine that no longer checks the format.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shutil
@@ -26,16 +25,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
 
 from reviewpoint.config import Settings
-from reviewpoint.db import standalone_session
 from reviewpoint.exports.columns import CHOOSABLE, utc_second
 from reviewpoint.exports.formats import FORMATS
 from reviewpoint.exports.formats.xlsx import FORBIDDEN, XlsxFormat
 from reviewpoint.main import create_app
-from reviewpoint.users.models import User
-from tests.data import create_api_key, insert_user, insert_users
+from tests.data import create_api_key, insert_user, insert_users, live_users
 from tests.exports.hostile import HOSTILE_NAMES, MARKUP_NAMES
 
 EXPORT_FULL = "/api/v1/users/export-full"
@@ -94,15 +90,6 @@ def _insert_hostile_users(db_url: str) -> None:
     insert_user(db_url, "=admin@example.com", name="1e5", is_admin=True, is_active=False)
 
 
-def _users(db_url: str) -> list[User]:
-    async def load() -> list[User]:
-        async with standalone_session(db_url) as session:
-            query = select(User).where(User.is_deleted.is_(False)).order_by(User.id)
-            return list((await session.scalars(query)).all())
-
-    return asyncio.run(load())
-
-
 def _as_calc_shows(name: str, value: object) -> Cell:
     """What LibreOffice should show for a stored value in the column `name`."""
     kind = CHOOSABLE[name]
@@ -126,7 +113,8 @@ def _as_calc_shows(name: str, value: object) -> Cell:
 
 def _expected_rows(db_url: str) -> list[list[Cell]]:
     return [
-        [_as_calc_shows(name, getattr(user, name)) for name in FIELDS] for user in _users(db_url)
+        [_as_calc_shows(name, getattr(user, name)) for name in FIELDS]
+        for user in live_users(db_url)
     ]
 
 
