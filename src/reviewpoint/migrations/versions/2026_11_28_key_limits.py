@@ -10,8 +10,7 @@ ran with). Both NULL for attempts refused before their columns were known.
 Text rather than a boolean: `day` is a mode of its own (timestamps cut too),
 and the trail should say which.
 
-Plain ADD COLUMN on both databases (SQLite's batch mode adds columns without
-rebuilding the table); the downgrade rebuilds them on SQLite.
+Plain ADD COLUMN on both databases; the downgrade rebuilds the tables on SQLite.
 
 Revision ID: 0008
 Revises: 0007
@@ -32,14 +31,17 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("api_keys") as batch:
-        batch.add_column(sa.Column("allowed_fields", sa.Text(), nullable=True))
-        batch.add_column(
-            sa.Column("anonymized_only", sa.Boolean(), nullable=False, server_default=sa.false())
-        )
-    with op.batch_alter_table("export_audit") as batch:
-        batch.add_column(sa.Column("fields", sa.Text(), nullable=True))
-        batch.add_column(sa.Column("anonymized", sa.String(8), nullable=True))
+    # Not batch mode: it reflects the table, and with it `users` through the
+    # foreign key, which makes SQLAlchemy warn on `db upgrade` about the
+    # expression index it cannot reflect. SQLite adds a NOT NULL column with a
+    # constant default in place.
+    op.add_column("api_keys", sa.Column("allowed_fields", sa.Text(), nullable=True))
+    op.add_column(
+        "api_keys",
+        sa.Column("anonymized_only", sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
+    op.add_column("export_audit", sa.Column("fields", sa.Text(), nullable=True))
+    op.add_column("export_audit", sa.Column("anonymized", sa.String(8), nullable=True))
 
 
 def downgrade() -> None:
