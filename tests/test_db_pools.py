@@ -92,7 +92,9 @@ def test_a_request_that_finds_no_free_connection_gets_503_with_retry_after(
         try:
             started = time.monotonic()
             response = client.get("/api/v1/users", headers=admin)
-            assert time.monotonic() - started < 3
+            # Under the 5 s default: the configured 0.3 s applies. Not tighter:
+            # one loaded full-suite run (a 1 GB pytest process) took 4.5 s here.
+            assert time.monotonic() - started < 4.9
             assert response.status_code == 503
             assert response.headers["Retry-After"] == "2"
             assert response.json() == {
