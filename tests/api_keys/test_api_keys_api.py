@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+from reviewpoint.auth.deps import KEY_ON_BEARER_ROUTE
 from reviewpoint.config import Settings
 from reviewpoint.db import create_engine
 from tests.data import API_KEY_PUBLIC_FIELDS as PUBLIC_FIELDS
@@ -277,4 +278,7 @@ def test_api_keys_api_does_not_accept_an_api_key(
 ) -> None:
     key_id, secret = create_api_key(db_url, ["users:export_full"])
     response = _request(client, method, key_id, {"X-API-Key": secret})
-    assert response.status_code == 401
+    # The wrong kind of credential: 403, not a 401 challenge the key cannot meet.
+    assert response.status_code == 403
+    assert response.json() == {"detail": KEY_ON_BEARER_ROUTE}
+    assert "WWW-Authenticate" not in response.headers
