@@ -133,6 +133,7 @@ KEY_NOT_ACCEPTED = Refusal(
     403, "API keys are accepted by the export endpoints only; this route needs a bearer token"
 )
 NO_FULL_SCOPE = Refusal(403, "API key lacks the 'users:export_full' scope")
+KEY_AS_BEARER = Refusal(401, "Send API keys in the X-API-Key header, not as a Bearer token")
 
 # The challenge of a 401: the one way each kind of route can be satisfied.
 CHALLENGES = {
@@ -206,6 +207,7 @@ CREDENTIALS: dict[str, Credential] = {
     "jwt-deactivated-admin": _everywhere(BAD_TOKEN),
     # Bearer tokens of live, active people.
     "jwt-admin": _everywhere(PERMITTED),
+    "jwt-admin-lowercase-scheme": _everywhere(PERMITTED),
     "jwt-plain-user": PLAIN_USER,
     "jwt-demoted-admin": PLAIN_USER,
     # API keys that prove nothing (on bearer routes a key is the wrong kind, valid or not).
@@ -220,6 +222,11 @@ CREDENTIALS: dict[str, Credential] = {
     "key-of-deactivated-admin": UNUSABLE_KEY,
     "key-of-deleted-admin": UNUSABLE_KEY,
     "key-of-demoted-admin": UNUSABLE_KEY,
+    # Credentials in each other's header.
+    "key-full-scope-as-bearer": Credential(
+        KEY_NOT_ACCEPTED, KEY_NOT_ACCEPTED, KEY_AS_BEARER, KEY_AS_BEARER
+    ),
+    "jwt-admin-as-api-key": UNUSABLE_KEY,
     # Working API keys.
     "key-export-scope": Credential(KEY_NOT_ACCEPTED, KEY_NOT_ACCEPTED, PERMITTED, NO_FULL_SCOPE),
     "key-full-scope-from-cli": FULL_KEY,
@@ -382,6 +389,7 @@ def _build_world(client: TestClient, db_url: str, settings: Settings) -> World:
         "jwt-deleted-admin": leaving_tokens["deleted"],
         "jwt-deactivated-admin": leaving_tokens["deactivated"],
         "jwt-admin": _bearer(admin_token),
+        "jwt-admin-lowercase-scheme": {"Authorization": f"bearer {admin_token}"},
         "jwt-plain-user": _bearer(plain_token),
         "jwt-demoted-admin": leaving_tokens["demoted"],
         "key-malformed": {"X-API-Key": "not-a-key"},
@@ -395,6 +403,8 @@ def _build_world(client: TestClient, db_url: str, settings: Settings) -> World:
         "key-of-deactivated-admin": {"X-API-Key": leaving_keys["deactivated"]["secret"]},
         "key-of-deleted-admin": {"X-API-Key": leaving_keys["deleted"]["secret"]},
         "key-of-demoted-admin": {"X-API-Key": leaving_keys["demoted"]["secret"]},
+        "key-full-scope-as-bearer": _bearer(full_scope),
+        "jwt-admin-as-api-key": {"X-API-Key": admin_token},
         "key-export-scope": export_key,
         "key-full-scope-from-cli": full_key,
         "key-full-scope-of-active-admin": {"X-API-Key": issue(as_root)["secret"]},

@@ -45,6 +45,7 @@ BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 KEY_ON_BEARER_ROUTE = (
     "API keys are accepted by the export endpoints only; this route needs a bearer token"
 )
+KEY_AS_BEARER = "Send API keys in the X-API-Key header, not as a Bearer token"
 
 # The 401 and 403 of every route behind CurrentUser or CurrentAdmin, for `responses=`.
 BEARER_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -54,8 +55,9 @@ BEARER_ERRORS: dict[int | str, dict[str, Any]] = {
         "headers": {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
     },
     403: {
-        "description": "An `X-API-Key` instead of a bearer token (keys are for the "
-        "exports only), or, on admin routes, a user who is not an administrator"
+        "description": "An API key instead of a user's token, in `X-API-Key` or as the "
+        "bearer token (keys are for the exports only), or, on admin routes, a user who "
+        "is not an administrator"
     },
 }
 
@@ -88,15 +90,18 @@ async def get_current_user(
 ) -> User:
     """The live, active user the bearer token names.
 
-    An X-API-Key is never checked here: sent alone it is refused as the wrong
-    kind of credential (without a query, so the answer says nothing about the
-    key), beside a token it is ignored. It is read from the request rather
-    than declared, so the OpenAPI document does not offer keys for these routes.
+    An API key is never checked here. Sent alone, in its header or shaped like
+    one in the bearer's place, it is refused as the wrong kind of credential
+    (without a query, so the answer says nothing about the key); beside a
+    token it is ignored. Its header is read from the request rather than
+    declared, so the OpenAPI document does not offer keys for these routes.
     """
     if not token:
         if request.headers.get(API_KEY_HEADER):
             raise NotPermitted(KEY_ON_BEARER_ROUTE)
         raise NotAuthenticated("Not authenticated", headers=BEARER_CHALLENGE)
+    if security.api_key_prefix(token) is not None:
+        raise NotPermitted(KEY_ON_BEARER_ROUTE)
     return await _user_from_token(database, jwt_secret, token, challenge=BEARER_CHALLENGE)
 
 
@@ -176,6 +181,9 @@ def require_scope(scope: str) -> Callable[..., Awaitable[ExportPrincipal]]:
             api_keys.record_use(database, key)
             return caller
         if token:
+            if security.api_key_prefix(token) is not None:
+                # A key in the wrong header: 401, whose challenge says where it goes.
+                raise NotAuthenticated(KEY_AS_BEARER)
             user = await _user_from_token(database, jwt_secret, token)
             caller = ExportPrincipal(kind="user", id=user.id, label=user.email, name=user.email)
             request.state.principal = caller

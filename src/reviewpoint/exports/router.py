@@ -36,7 +36,8 @@ _EXPORT_ERRORS: dict[int | str, dict[str, object]] = {
     },
     401: {
         "description": "Missing, malformed, unknown, expired or revoked credentials, "
-        "including a key whose issuing admin is no longer an active administrator",
+        "including a key whose issuing admin is no longer an active administrator, "
+        "or a key sent as a bearer token instead of in `X-API-Key`",
         "headers": {
             "WWW-Authenticate": {
                 "description": '`Bearer, ApiKey header="X-API-Key"`',
