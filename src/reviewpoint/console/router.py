@@ -1,0 +1,360 @@
+"""The console's pages: sign in and out, and the export page with its download.
+
+Routes parse, authorise by dependency and call the services the JSON API
+calls; a download is the API's own export handler, given the signed-in admin
+as its caller. None of it is in the OpenAPI schema: it is a UI, not an API.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from reviewpoint import security
+from reviewpoint.admission.gate import AdmissionDep
+from reviewpoint.auth.deps import ExportPrincipal, require_feature
+from reviewpoint.config import AppSettings, JwtSecret
+from reviewpoint.console import sessions
+from reviewpoint.console.export_form import (
+    DEFAULT_FIELDS,
+    FIELD_NAMES,
+    FORMAT_NAMES,
+    ExportChoice,
+    preview,
+)
+from reviewpoint.console.sessions import SESSION_COOKIE, SIGN_IN_COOKIE, SignedIn
+from reviewpoint.db import DatabaseDep
+from reviewpoint.errors import AppError, NotAuthenticated, NotPermitted
+from reviewpoint.exports.anonymize import PseudonymsDep
+from reviewpoint.exports.attempt import TrackedExport, track_export
+from reviewpoint.exports.router import export_users, export_users_full
+from reviewpoint.exports.schemas import (
+    ExportParameters,
+    FullExportParameters,
+    refuse_fields_on_minimal,
+)
+from reviewpoint.users import service as users
+
+SIGN_IN_PATH = "/console/sign-in"
+HOME_PATH = "/console/export"
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+
+router = APIRouter(
+    prefix="/console",
+    include_in_schema=False,
+    dependencies=[Depends(require_feature("console"))],
+)
+
+
+class SignInRequired(NotAuthenticated):
+    """No live console session: pages redirect to the sign-in form (console/__init__.py)."""
+
+    def __init__(self) -> None:
+        super().__init__("Sign in to the console first")
+
+
+class CsrfRefused(NotPermitted):
+    def __init__(self) -> None:
+        super().__init__("The form's CSRF token is missing or wrong: reload the page and retry")
+
+
+def _secure(request: Request) -> bool:
+    """Secure cookies whenever the browser reached us over HTTPS (behind a proxy too,
+    as uvicorn's proxy headers report it)."""
+    return request.url.scheme == "https"
+
+
+def _same_origin(request: Request) -> None:
+    """A browser says where a POST comes from; one from another site is refused
+    whatever it carries.
+
+    `Sec-Fetch-Site` where the browser sends it; else `Origin`, which our own
+    pages send as `null` (their `Referrer-Policy: no-referrer` hides it).
+    """
+    site = request.headers.get("sec-fetch-site")
+    origin = request.headers.get("origin")
+    if site is not None and site not in ("same-origin", "none"):
+        raise CsrfRefused()
+    if origin not in (None, "null") and origin != str(request.base_url).rstrip("/"):
+        raise CsrfRefused()
+
+
+async def get_signed_in(request: Request, database: DatabaseDep, jwt_secret: JwtSecret) -> SignedIn:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    token = sessions.unsign(jwt_secret, cookie) if cookie else None
+    if token is None:
+        raise SignInRequired()
+    async with database.transaction(read_only=True) as session:
+        signed_in = await sessions.find(session, token=token)
+    if signed_in is None:
+        raise SignInRequired()
+    return signed_in
+
+
+SignedInAdmin = Annotated[SignedIn, Depends(get_signed_in)]
+
+
+async def get_console_exporter(request: Request, signed_in: SignedInAdmin) -> ExportPrincipal:
+    """The signed-in admin as an export's caller: what a bearer token makes them on the API."""
+    user = signed_in.user
+    caller = ExportPrincipal(kind="user", id=user.id, label=user.email, name=user.email)
+    request.state.principal = caller  # for the audit trail, as auth.deps does
+    return caller
+
+
+ConsoleExporter = Annotated[ExportPrincipal, Depends(get_console_exporter)]
+
+
+def _page(
+    request: Request,
+    template: str,
+    context: dict[str, object],
+    *,
+    status_code: int = 200,
+    signed_in: SignedIn | None = None,
+    jwt_secret: str | None = None,
+) -> HTMLResponse:
+    if signed_in is not None and jwt_secret is not None:
+        context = {
+            **context,
+            "admin": signed_in.user,
+            "csrf_token": sessions.csrf_token(jwt_secret, signed_in.token),
+        }
+    return templates.TemplateResponse(request, template, context, status_code=status_code)
+
+
+@router.get("")
+async def home() -> RedirectResponse:
+    return RedirectResponse(HOME_PATH, status_code=303)
+
+
+# Sign in and out
+
+
+@router.get("/sign-in")
+async def sign_in_form(request: Request, jwt_secret: JwtSecret) -> HTMLResponse:
+    return _sign_in_page(request, jwt_secret)
+
+
+def _sign_in_page(
+    request: Request,
+    jwt_secret: str,
+    *,
+    error: str | None = None,
+    email: str = "",
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
+    """The form, with a fresh double-submit token: a random cookie and its MAC in the form."""
+    nonce = sessions.new_token()
+    response = _page(
+        request,
+        "sign_in.html",
+        {
+            "error": error,
+            "email": email,
+            "csrf_token": sessions.csrf_token(jwt_secret, nonce),
+        },
+        status_code=status_code,
+    )
+    response.headers.update(headers or {})
+    response.set_cookie(
+        SIGN_IN_COOKIE,
+        sessions.sign(jwt_secret, nonce),
+        max_age=int(sessions.SIGN_IN_LIFETIME.total_seconds()),
+        path=SIGN_IN_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+    )
+    return response
+
+
+@router.post("/sign-in")
+async def sign_in(
+    request: Request,
+    database: DatabaseDep,
+    admission: AdmissionDep,
+    jwt_secret: JwtSecret,
+    email: Annotated[str, Form(max_length=320)] = "",
+    password: Annotated[str, Form(max_length=1024)] = "",
+    csrf_token: Annotated[str | None, Form(max_length=128)] = None,
+) -> Response:
+    """The login endpoint's checks in its order (rate limit, then password), for admins only."""
+    _same_origin(request)
+    cookie = request.cookies.get(SIGN_IN_COOKIE)
+    nonce = sessions.unsign(jwt_secret, cookie) if cookie else None
+    if nonce is None or not sessions.csrf_valid(jwt_secret, nonce, csrf_token):
+        raise CsrfRefused()
+    if "\x00" in email or "\x00" in password or not email or not password:
+        return _sign_in_page(
+            request, jwt_secret, error="Enter your email and password.", status_code=422
+        )
+    address = request.client.host if request.client else "unknown"
+    try:
+        await admission.admit_login(address=address, account=email.lower())
+        user = await users.authenticate(database, email=email, password=password)
+    except security.PasswordWorkBusy:
+        admission.on_refusal("concurrency", "login")
+        raise
+    except AppError as error:  # 429: the login rate limit
+        return _sign_in_page(
+            request,
+            jwt_secret,
+            error=error.detail,
+            email=email,
+            status_code=error.status_code,
+            headers=error.response_headers(),
+        )
+    if user is None:
+        return _sign_in_page(
+            request,
+            jwt_secret,
+            error="Incorrect email or password.",
+            email=email,
+            status_code=401,
+        )
+    if not user.is_admin:
+        return _sign_in_page(
+            request,
+            jwt_secret,
+            error="Only administrators can sign in to the console.",
+            email=email,
+            status_code=403,
+        )
+    async with database.transaction() as session:
+        signed_in = await sessions.start(session, user_id=user.id)
+    response = RedirectResponse(HOME_PATH, status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        sessions.sign(jwt_secret, signed_in.token),
+        max_age=int(sessions.SESSION_LIFETIME.total_seconds()),
+        path="/console",
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+    )
+    response.delete_cookie(
+        SIGN_IN_COOKIE, path=SIGN_IN_PATH, httponly=True, samesite="strict", secure=_secure(request)
+    )
+    return response
+
+
+@router.post("/sign-out")
+async def sign_out(
+    request: Request,
+    database: DatabaseDep,
+    jwt_secret: JwtSecret,
+    signed_in: SignedInAdmin,
+    csrf_token: Annotated[str | None, Form(max_length=128)] = None,
+) -> RedirectResponse:
+    _same_origin(request)
+    if not sessions.csrf_valid(jwt_secret, signed_in.token, csrf_token):
+        raise CsrfRefused()
+    async with database.transaction() as session:
+        await sessions.end(session, token=signed_in.token)
+    response = RedirectResponse(SIGN_IN_PATH, status_code=303)
+    response.delete_cookie(
+        SESSION_COOKIE, path="/console", httponly=True, samesite="strict", secure=_secure(request)
+    )
+    return response
+
+
+# Export
+
+
+async def _export_context(
+    request: Request, database: DatabaseDep, pseudonyms: PseudonymsDep
+) -> dict[str, object]:
+    # A first visit shows the full export with every default column.
+    values = dict(request.query_params) or {"kind": "full", "fields": DEFAULT_FIELDS}
+    choice = ExportChoice.from_form(values)
+    shown = await preview(database, choice, pseudonyms=pseudonyms, base_url=str(request.base_url))
+    return {
+        "choice": choice,
+        "preview": shown,
+        "formats": FORMAT_NAMES,
+        "field_names": FIELD_NAMES,
+    }
+
+
+ExportContext = Annotated[dict[str, object], Depends(_export_context)]
+
+
+@router.get("/export")
+async def export_page(
+    request: Request, signed_in: SignedInAdmin, jwt_secret: JwtSecret, context: ExportContext
+) -> HTMLResponse:
+    return _page(request, "export.html", context, signed_in=signed_in, jwt_secret=jwt_secret)
+
+
+@router.get("/export/preview")
+async def export_preview(
+    request: Request, _signed_in: SignedInAdmin, context: ExportContext
+) -> HTMLResponse:
+    """The count and command lines alone, for htmx to swap in as the form changes."""
+    return _page(request, "export_preview.html", context)
+
+
+# The downloads: the API's handlers, so the bytes, headers, limits and audit record
+# are the API's; only the credential differs (the session instead of a token).
+
+
+@router.get(
+    "/download/export",
+    dependencies=[
+        Depends(track_export, scope="function"),
+        Depends(require_feature("users:export")),
+    ],
+)
+async def download_export(
+    attempt: TrackedExport,
+    database: DatabaseDep,
+    admission: AdmissionDep,
+    settings: AppSettings,
+    principal: ConsoleExporter,
+    parameters: Annotated[ExportParameters, Query()],
+    pseudonyms: PseudonymsDep,
+    _no_fields: Annotated[None, Depends(refuse_fields_on_minimal)] = None,
+) -> Response:
+    return await export_users(
+        attempt=attempt,
+        database=database,
+        admission=admission,
+        settings=settings,
+        principal=principal,
+        parameters=parameters,
+        pseudonyms=pseudonyms,
+    )
+
+
+@router.get(
+    "/download/export-full",
+    dependencies=[
+        Depends(track_export, scope="function"),
+        Depends(require_feature("users:export_full")),
+    ],
+)
+async def download_export_full(
+    attempt: TrackedExport,
+    database: DatabaseDep,
+    admission: AdmissionDep,
+    settings: AppSettings,
+    principal: ConsoleExporter,
+    parameters: Annotated[FullExportParameters, Query()],
+    pseudonyms: PseudonymsDep,
+) -> Response:
+    return await export_users_full(
+        attempt=attempt,
+        database=database,
+        admission=admission,
+        settings=settings,
+        principal=principal,
+        parameters=parameters,
+        since=None,
+        pseudonyms=pseudonyms,
+    )
