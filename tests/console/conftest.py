@@ -11,6 +11,7 @@ options (`--headed`, `--slowmo`, `--browser-channel`).
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -100,8 +101,8 @@ def signed_in(page: Page, base_url: str, email: str = ADMIN_EMAIL) -> None:
 
 
 def screenshot(page: Page, db_url: str, name: str) -> None:
-    """The README's pictures, taken on one database's run so that they change only
-    when the pages do."""
-    if db_url.startswith("sqlite"):
+    """The README's pictures, on request (`REVIEWPOINT_TEST_SCREENSHOTS=1`) so that a
+    test run leaves the tree clean; from the SQLite run only."""
+    if os.environ.get("REVIEWPOINT_TEST_SCREENSHOTS") == "1" and db_url.startswith("sqlite"):
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)

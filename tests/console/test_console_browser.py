@@ -259,3 +259,53 @@ def _assert_strict(page: Page) -> None:
         })"""
     )
     assert inline == {"scripts": 0, "styles": 0, "attributes": 0}
+
+
+def test_a_key_is_created_used_rotated_and_revoked(
+    chromium: Browser, live_server: LiveServer, admin: str, db_url: str
+) -> None:
+    base = live_server.url
+    export = f"{base}/api/v1/users/export"
+
+    def status(secret: str) -> int:
+        return httpx.get(export, headers={"X-API-Key": secret}, timeout=30).status_code
+
+    def scenario(page: Page) -> None:
+        signed_in(page, base)
+        page.get_by_role("link", name="API keys").click()
+        page.get_by_label("Name").fill("nightly report")
+        page.get_by_label("users:export", exact=True).check()
+        page.get_by_label("Expires after").fill("30")
+        page.get_by_role("button", name="Create key").click()
+        expect(page.get_by_role("status")).to_contain_text("shown only this once")
+        first = page.get_by_label(re.compile("Secret of")).input_value()
+        screenshot(page, db_url, "console-key-created")
+        assert status(first) == 200
+
+        page.get_by_role("link", name="Back to the keys").click()
+        row = page.locator("tbody tr", has_text="nightly report")
+        expect(row).to_contain_text("users:export")
+        expect(row).to_contain_text(admin)
+        expect(row).to_contain_text("live")
+        screenshot(page, db_url, "console-keys")
+
+        row.get_by_role("link", name=re.compile("Rotate")).click()
+        page.get_by_label(re.compile("keeps working for")).fill("0")
+        screenshot(page, db_url, "console-key-rotate")
+        page.get_by_role("button", name="Rotate").click()
+        second = page.get_by_label(re.compile("Secret of")).input_value()
+        assert second != first
+        assert status(first) == 401  # no grace: the old secret stopped at once
+        assert status(second) == 200
+
+        page.get_by_role("link", name="Back to the keys").click()
+        live = page.locator("tbody tr", has_text="live")
+        expect(live).to_have_count(1)
+        live.get_by_role("link", name=re.compile("Revoke")).click()
+        expect(page.get_by_role("heading")).to_contain_text("Revoke key nightly report")
+        page.get_by_role("button", name="Revoke").click()
+        expect(page).to_have_url(f"{base}/console/keys")
+        expect(page.locator("tbody tr", has_text="live")).to_have_count(0)
+        assert status(second) == 401
+
+    chromium.run(scenario)

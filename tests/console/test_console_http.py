@@ -16,7 +16,15 @@ from reviewpoint.console.headers import CONTENT_SECURITY_POLICY
 from reviewpoint.console.sessions import SESSION_COOKIE, SIGN_IN_COOKIE
 from reviewpoint.main import create_app
 from tests.console.conftest import ADMIN_EMAIL
-from tests.data import ADMIN_PASSWORD, bearer_headers, create_user, insert_users, login
+from tests.data import (
+    ADMIN_PASSWORD,
+    bearer_headers,
+    create_api_key,
+    create_user,
+    insert_users,
+    login,
+    revoke_api_key,
+)
 
 SIGN_IN = "/console/sign-in"
 EXPORT_PAGE = "/console/export"
@@ -295,3 +303,57 @@ def _settings_with(db_url: str, **overrides: object) -> Settings:
         jwt_secret_key=secrets.token_urlsafe(32),
         **overrides,
     )
+
+
+# API keys
+
+
+def test_creating_a_key_without_the_forms_token_creates_nothing(
+    signed_in: TestClient, settings: Settings, admin: int
+) -> None:
+    response = signed_in.post(
+        "/console/keys", data={"name": "sneaky", "scopes": "users:export"}, follow_redirects=False
+    )
+    assert response.status_code == 403
+    keys = signed_in.get("/api/v1/api-keys", headers=bearer_headers(settings, admin))
+    assert keys.json() == []
+
+
+def test_a_key_without_a_scope_is_refused_in_place(signed_in: TestClient) -> None:
+    page = signed_in.get("/console/keys")
+    response = signed_in.post("/console/keys", data={"name": "no scope", "csrf_token": _csrf(page)})
+    assert response.status_code == 422
+    assert "scopes: List should have at least 1 item" in response.text
+    assert 'value="no scope"' in response.text  # what was typed stays
+
+
+def test_a_created_keys_secret_is_shown_once_and_never_cached(
+    signed_in: TestClient, settings: Settings, admin: int
+) -> None:
+    page = signed_in.get("/console/keys")
+    response = signed_in.post(
+        "/console/keys",
+        data={"name": "report", "scopes": ["users:export_full"], "csrf_token": _csrf(page)},
+    )
+    assert response.status_code == 201
+    assert response.headers["cache-control"] == "no-store"
+    secret = re.search(r'id="secret" readonly value="(rvp_[^"]+)"', response.text)
+    assert secret is not None
+    assert secret.group(1) not in signed_in.get("/console/keys").text
+    export = signed_in.get("/api/v1/users/export-full", headers={"X-API-Key": secret.group(1)})
+    assert export.status_code == 200
+
+
+def test_revoking_a_revoked_key_says_so_in_place(signed_in: TestClient, db_url: str) -> None:
+    key_id, _ = create_api_key(db_url, ["users:export"])
+    revoke_api_key(db_url, key_id)
+    page = signed_in.get(f"/console/keys/{key_id}/revoke")
+    response = signed_in.post(f"/console/keys/{key_id}/revoke", data={"csrf_token": _csrf(page)})
+    assert response.status_code == 409
+    assert "already revoked" in response.text.lower()
+
+
+def test_confirming_an_unknown_key_is_a_404_page(signed_in: TestClient) -> None:
+    response = signed_in.get("/console/keys/999/rotate")
+    assert response.status_code == 404
+    assert "No such API key." in response.text

@@ -7,18 +7,25 @@ as its caller. None of it is in the OpenAPI schema: it is a UI, not an API.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 
 from reviewpoint import security
 from reviewpoint.admission.gate import AdmissionDep
 from reviewpoint.auth.deps import ExportPrincipal, require_feature
 from reviewpoint.config import AppSettings, JwtSecret
 from reviewpoint.console import sessions
+from reviewpoint.console.deps import (
+    SIGN_IN_PATH,
+    CheckedForm,
+    CsrfRefused,
+    SignedInAdmin,
+    page,
+    same_origin,
+    secure,
+)
 from reviewpoint.console.export_form import (
     DEFAULT_FIELDS,
     FIELD_NAMES,
@@ -26,9 +33,9 @@ from reviewpoint.console.export_form import (
     ExportChoice,
     preview,
 )
-from reviewpoint.console.sessions import SESSION_COOKIE, SIGN_IN_COOKIE, SignedIn
+from reviewpoint.console.sessions import SESSION_COOKIE, SIGN_IN_COOKIE
 from reviewpoint.db import DatabaseDep
-from reviewpoint.errors import AppError, NotAuthenticated, NotPermitted
+from reviewpoint.errors import AppError
 from reviewpoint.exports.anonymize import PseudonymsDep
 from reviewpoint.exports.attempt import TrackedExport, track_export
 from reviewpoint.exports.router import export_users, export_users_full
@@ -39,63 +46,13 @@ from reviewpoint.exports.schemas import (
 )
 from reviewpoint.users import service as users
 
-SIGN_IN_PATH = "/console/sign-in"
 HOME_PATH = "/console/export"
-templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
 router = APIRouter(
     prefix="/console",
     include_in_schema=False,
     dependencies=[Depends(require_feature("console"))],
 )
-
-
-class SignInRequired(NotAuthenticated):
-    """No live console session: pages redirect to the sign-in form (console/__init__.py)."""
-
-    def __init__(self) -> None:
-        super().__init__("Sign in to the console first")
-
-
-class CsrfRefused(NotPermitted):
-    def __init__(self) -> None:
-        super().__init__("The form's CSRF token is missing or wrong: reload the page and retry")
-
-
-def _secure(request: Request) -> bool:
-    """Secure cookies whenever the browser reached us over HTTPS (behind a proxy too,
-    as uvicorn's proxy headers report it)."""
-    return request.url.scheme == "https"
-
-
-def _same_origin(request: Request) -> None:
-    """A browser says where a POST comes from; one from another site is refused
-    whatever it carries.
-
-    `Sec-Fetch-Site` where the browser sends it; else `Origin`, which our own
-    pages send as `null` (their `Referrer-Policy: no-referrer` hides it).
-    """
-    site = request.headers.get("sec-fetch-site")
-    origin = request.headers.get("origin")
-    if site is not None and site not in ("same-origin", "none"):
-        raise CsrfRefused()
-    if origin not in (None, "null") and origin != str(request.base_url).rstrip("/"):
-        raise CsrfRefused()
-
-
-async def get_signed_in(request: Request, database: DatabaseDep, jwt_secret: JwtSecret) -> SignedIn:
-    cookie = request.cookies.get(SESSION_COOKIE)
-    token = sessions.unsign(jwt_secret, cookie) if cookie else None
-    if token is None:
-        raise SignInRequired()
-    async with database.transaction(read_only=True) as session:
-        signed_in = await sessions.find(session, token=token)
-    if signed_in is None:
-        raise SignInRequired()
-    return signed_in
-
-
-SignedInAdmin = Annotated[SignedIn, Depends(get_signed_in)]
 
 
 async def get_console_exporter(request: Request, signed_in: SignedInAdmin) -> ExportPrincipal:
@@ -107,24 +64,6 @@ async def get_console_exporter(request: Request, signed_in: SignedInAdmin) -> Ex
 
 
 ConsoleExporter = Annotated[ExportPrincipal, Depends(get_console_exporter)]
-
-
-def _page(
-    request: Request,
-    template: str,
-    context: dict[str, object],
-    *,
-    status_code: int = 200,
-    signed_in: SignedIn | None = None,
-    jwt_secret: str | None = None,
-) -> HTMLResponse:
-    if signed_in is not None and jwt_secret is not None:
-        context = {
-            **context,
-            "admin": signed_in.user,
-            "csrf_token": sessions.csrf_token(jwt_secret, signed_in.token),
-        }
-    return templates.TemplateResponse(request, template, context, status_code=status_code)
 
 
 @router.get("")
@@ -151,7 +90,7 @@ def _sign_in_page(
 ) -> HTMLResponse:
     """The form, with a fresh double-submit token: a random cookie and its MAC in the form."""
     nonce = sessions.new_token()
-    response = _page(
+    response = page(
         request,
         "sign_in.html",
         {
@@ -169,7 +108,7 @@ def _sign_in_page(
         path=SIGN_IN_PATH,
         httponly=True,
         samesite="strict",
-        secure=_secure(request),
+        secure=secure(request),
     )
     return response
 
@@ -185,7 +124,7 @@ async def sign_in(
     csrf_token: Annotated[str | None, Form(max_length=128)] = None,
 ) -> Response:
     """The login endpoint's checks in its order (rate limit, then password), for admins only."""
-    _same_origin(request)
+    same_origin(request)
     cookie = request.cookies.get(SIGN_IN_COOKIE)
     nonce = sessions.unsign(jwt_secret, cookie) if cookie else None
     if nonce is None or not sessions.csrf_valid(jwt_secret, nonce, csrf_token):
@@ -236,30 +175,21 @@ async def sign_in(
         path="/console",
         httponly=True,
         samesite="strict",
-        secure=_secure(request),
+        secure=secure(request),
     )
     response.delete_cookie(
-        SIGN_IN_COOKIE, path=SIGN_IN_PATH, httponly=True, samesite="strict", secure=_secure(request)
+        SIGN_IN_COOKIE, path=SIGN_IN_PATH, httponly=True, samesite="strict", secure=secure(request)
     )
     return response
 
 
 @router.post("/sign-out")
-async def sign_out(
-    request: Request,
-    database: DatabaseDep,
-    jwt_secret: JwtSecret,
-    signed_in: SignedInAdmin,
-    csrf_token: Annotated[str | None, Form(max_length=128)] = None,
-) -> RedirectResponse:
-    _same_origin(request)
-    if not sessions.csrf_valid(jwt_secret, signed_in.token, csrf_token):
-        raise CsrfRefused()
+async def sign_out(request: Request, database: DatabaseDep, signed_in: CheckedForm) -> Response:
     async with database.transaction() as session:
         await sessions.end(session, token=signed_in.token)
     response = RedirectResponse(SIGN_IN_PATH, status_code=303)
     response.delete_cookie(
-        SESSION_COOKIE, path="/console", httponly=True, samesite="strict", secure=_secure(request)
+        SESSION_COOKIE, path="/console", httponly=True, samesite="strict", secure=secure(request)
     )
     return response
 
@@ -287,9 +217,9 @@ ExportContext = Annotated[dict[str, object], Depends(_export_context)]
 
 @router.get("/export")
 async def export_page(
-    request: Request, signed_in: SignedInAdmin, jwt_secret: JwtSecret, context: ExportContext
+    request: Request, signed_in: SignedInAdmin, context: ExportContext
 ) -> HTMLResponse:
-    return _page(request, "export.html", context, signed_in=signed_in, jwt_secret=jwt_secret)
+    return page(request, "export.html", context, signed_in=signed_in)
 
 
 @router.get("/export/preview")
@@ -297,7 +227,7 @@ async def export_preview(
     request: Request, _signed_in: SignedInAdmin, context: ExportContext
 ) -> HTMLResponse:
     """The count and command lines alone, for htmx to swap in as the form changes."""
-    return _page(request, "export_preview.html", context)
+    return page(request, "export_preview.html", context)
 
 
 # The downloads: the API's handlers, so the bytes, headers, limits and audit record
