@@ -20,7 +20,14 @@ from playwright.sync_api import Page, expect
 from reviewpoint.console.sessions import SESSION_COOKIE
 from tests.conftest import LiveServer
 from tests.console.conftest import ADMIN_EMAIL, Browser, screenshot, sign_in, signed_in
-from tests.data import ADMIN_PASSWORD, create_user, insert_user, insert_users, login
+from tests.data import (
+    ADMIN_PASSWORD,
+    create_api_key,
+    create_user,
+    insert_user,
+    insert_users,
+    login,
+)
 
 # Names that test each format's escaping and Unicode.
 NAMES = [None, "Doe, Jane", 'Ann "Nancy" O\'Neil', "=HYPERLINK(1)", "名前 🙂", ""]
@@ -309,3 +316,28 @@ def test_a_key_is_created_used_rotated_and_revoked(
         assert status(second) == 401
 
     chromium.run(scenario)
+
+
+def test_every_page_fits_a_375_px_phone_without_sideways_scrolling(
+    chromium: Browser, live_server: LiveServer, admin: str, db_url: str
+) -> None:
+    create_api_key(db_url, ["users:export", "users:export_full"], name="a rather long key name")
+    base = live_server.url
+
+    def scenario(page: Page) -> dict[str, int]:
+        widths = {}
+        page.goto(f"{base}/console/sign-in")
+        widths["sign-in"] = _page_width(page)
+        signed_in(page, base)
+        widths["export"] = _page_width(page)
+        page.goto(f"{base}/console/keys")
+        widths["keys"] = _page_width(page)
+        return widths
+
+    widths = chromium.run(scenario, viewport={"width": 375, "height": 800})
+    assert widths == {"sign-in": 375, "export": 375, "keys": 375}
+
+
+def _page_width(page: Page) -> int:
+    width: int = page.evaluate("() => document.documentElement.scrollWidth")
+    return width
