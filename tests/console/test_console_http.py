@@ -227,6 +227,7 @@ def test_sign_in_without_the_forms_token_is_refused(client: TestClient, admin: i
         follow_redirects=False,
     )
     assert response.status_code == 403
+    assert "This sign-in form expired or was not ours" in response.text
     assert SESSION_COOKIE not in _set_cookies(response)
 
 

@@ -20,7 +20,6 @@ from reviewpoint.console import sessions
 from reviewpoint.console.deps import (
     SIGN_IN_PATH,
     CheckedForm,
-    CsrfRefused,
     SignedInAdmin,
     page,
     same_origin,
@@ -128,7 +127,14 @@ async def sign_in(
     cookie = request.cookies.get(SIGN_IN_COOKIE)
     nonce = sessions.unsign(jwt_secret, cookie) if cookie else None
     if nonce is None or not sessions.csrf_valid(jwt_secret, nonce, csrf_token):
-        raise CsrfRefused()
+        # Most often a form left open past its hour: a fresh one, and no attempt counted.
+        return _sign_in_page(
+            request,
+            jwt_secret,
+            error="This sign-in form expired or was not ours: enter your password again.",
+            email=email,
+            status_code=403,
+        )
     if "\x00" in email or "\x00" in password or not email or not password:
         return _sign_in_page(
             request, jwt_secret, error="Enter your email and password.", status_code=422
@@ -136,11 +142,13 @@ async def sign_in(
     address = request.client.host if request.client else "unknown"
     try:
         await admission.admit_login(address=address, account=email.lower())
-        user = await users.authenticate(database, email=email, password=password)
-    except security.PasswordWorkBusy:
-        admission.on_refusal("concurrency", "login")
-        raise
-    except AppError as error:  # 429: the login rate limit
+        try:
+            user = await users.authenticate(database, email=email, password=password)
+        except security.PasswordWorkBusy:
+            # The process-wide cap on password checks, counted as the API's login counts it.
+            admission.on_refusal("concurrency", "login")
+            raise
+    except AppError as error:  # 429 (rate limit, password checks busy), 503 (limit store down)
         return _sign_in_page(
             request,
             jwt_secret,
