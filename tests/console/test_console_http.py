@@ -358,3 +358,21 @@ def test_confirming_an_unknown_key_is_a_404_page(signed_in: TestClient) -> None:
     response = signed_in.get("/console/keys/999/rotate")
     assert response.status_code == 404
     assert "No such API key." in response.text
+
+
+@pytest.mark.parametrize("path", [SIGN_IN, EXPORT_PAGE, "/console/keys"])
+def test_a_page_and_its_assets_weigh_under_100_kb(signed_in: TestClient, path: str) -> None:
+    """Uncompressed, as a browser with an empty cache fetches them."""
+    response = signed_in.get(path, headers={"Accept-Encoding": "identity"})
+    assert response.status_code == 200
+    assets = re.findall(r'(?:src|href)="(/console/static/[^"]+)"', response.text)
+    assert {asset.rsplit("/", 1)[1] for asset in assets} == {
+        "console.css",
+        "htmx.min.js",
+        "console.js",
+    }
+    sizes = [
+        len(signed_in.get(asset, headers={"Accept-Encoding": "identity"}).content)
+        for asset in assets
+    ]
+    assert len(response.content) + sum(sizes) < 100 * 1024
