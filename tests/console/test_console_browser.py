@@ -155,7 +155,7 @@ def test_the_download_is_the_api_export_byte_for_byte(
     assert len(rows) == 1 + len(NAMES) + 1
 
 
-def test_the_export_page_shows_the_equivalent_commands(
+def test_the_export_page_shows_the_equivalent_commands_ready_to_copy(
     chromium: Browser, live_server: LiveServer, admin: str
 ) -> None:
     base = live_server.url
@@ -173,6 +173,11 @@ def test_the_export_page_shows_the_equivalent_commands(
         expect(page.get_by_label("On a server, with the CLI")).to_have_value(
             "reviewpoint export --format csv --limit 5 -o users_export.csv"
         )
+        page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+        page.get_by_role("button", name="Copy the CLI command").click()
+        expect(page.get_by_role("button", name="Copy the CLI command")).to_have_text("Copied")
+        copied = page.evaluate("() => navigator.clipboard.readText()")
+        assert copied == "reviewpoint export --format csv --limit 5 -o users_export.csv"
 
     chromium.run(scenario)
 
