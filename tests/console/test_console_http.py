@@ -27,6 +27,8 @@ from tests.data import (
 )
 
 SIGN_IN = "/console/sign-in"
+# For what no database decides (headers, cookies, routing): one run is enough.
+SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 EXPORT_PAGE = "/console/export"
 
 
@@ -71,6 +73,7 @@ def signed_in(client: TestClient, admin: int) -> TestClient:
 # Headers and cookies
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("path", [SIGN_IN, "/console/nowhere", "/console/static/console.css"])
 def test_every_console_response_carries_the_security_headers(client: TestClient, path: str) -> None:
     response = client.get(path)
@@ -88,6 +91,7 @@ def test_the_policy_allows_no_inline_code_and_no_framing() -> None:
     assert "unsafe" not in CONTENT_SECURITY_POLICY
 
 
+@SQLITE_ONLY
 def test_the_api_keeps_its_own_headers(client: TestClient) -> None:
     response = client.get("/api/v1/health")
     assert "content-security-policy" not in response.headers
@@ -107,6 +111,7 @@ def test_the_session_cookie_is_httponly_strict_signed_and_expires(
     assert token and signature
 
 
+@SQLITE_ONLY
 def test_cookies_are_secure_when_served_over_https(settings: Settings, admin: int) -> None:
     with TestClient(create_app(settings), base_url="https://testserver") as client:
         form = client.get(SIGN_IN)
@@ -116,6 +121,7 @@ def test_cookies_are_secure_when_served_over_https(settings: Settings, admin: in
     assert _set_cookies(response)[SESSION_COOKIE][SESSION_COOKIE]["secure"] is True
 
 
+@SQLITE_ONLY
 def test_console_routes_are_not_in_the_openapi_schema(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert not [path for path in paths if path.startswith("/console")]
@@ -124,12 +130,14 @@ def test_console_routes_are_not_in_the_openapi_schema(client: TestClient) -> Non
 # Sessions
 
 
+@SQLITE_ONLY
 def test_pages_without_a_session_send_the_browser_to_sign_in(client: TestClient) -> None:
     response = client.get(EXPORT_PAGE, follow_redirects=False)
     assert response.status_code == 303
     assert response.headers["location"] == SIGN_IN
 
 
+@SQLITE_ONLY
 def test_an_htmx_request_without_a_session_is_told_where_to_go(client: TestClient) -> None:
     response = client.get("/console/export/preview", headers={"HX-Request": "true"})
     assert response.status_code == 401
@@ -187,6 +195,7 @@ def test_a_wrong_password_is_a_401_page(client: TestClient, admin: int) -> None:
     assert "Incorrect email or password." in response.text
 
 
+@SQLITE_ONLY
 def test_sign_in_counts_against_the_login_rate_limit(db_url: str, admin: int) -> None:
     limited = create_app(_settings_with(db_url, login_rate_limit="2/minute"))
     with TestClient(limited) as client:
@@ -199,6 +208,7 @@ def test_sign_in_counts_against_the_login_rate_limit(db_url: str, admin: int) ->
     assert "retry-after" in refused.headers
 
 
+@SQLITE_ONLY
 def test_the_console_flag_off_closes_every_page(db_url: str) -> None:
     with TestClient(create_app(_settings_with(db_url, feature_console=False))) as client:
         response = client.get(SIGN_IN)
@@ -219,6 +229,7 @@ def test_sign_out_without_the_forms_token_is_refused(
     assert signed_in.get(EXPORT_PAGE, follow_redirects=False).status_code == 200
 
 
+@SQLITE_ONLY
 def test_sign_in_without_the_forms_token_is_refused(client: TestClient, admin: int) -> None:
     client.get(SIGN_IN)
     response = client.post(
@@ -231,6 +242,7 @@ def test_sign_in_without_the_forms_token_is_refused(client: TestClient, admin: i
     assert SESSION_COOKIE not in _set_cookies(response)
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize(
     "headers",
     [{"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://attacker.example"}],
@@ -360,6 +372,7 @@ def test_confirming_an_unknown_key_is_a_404_page(signed_in: TestClient) -> None:
     assert "No such API key." in response.text
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("path", [SIGN_IN, EXPORT_PAGE, "/console/keys"])
 def test_a_page_and_its_assets_weigh_under_100_kb(signed_in: TestClient, path: str) -> None:
     """Uncompressed, as a browser with an empty cache fetches them."""
