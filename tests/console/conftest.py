@@ -4,8 +4,8 @@ driven against the app under a real uvicorn (`LiveServer`), on each database.
 Playwright's sync API keeps its event loop marked as running on the thread that
 drives it, for as long as it lives; every `asyncio.run()` on that thread then
 fails, and the suite builds its data and databases with `asyncio.run()`. So the
-browser lives on a thread of its own (`Browser.run`), for the whole session,
-while tests build data on theirs. pytest-playwright still supplies the launch
+browser lives on a thread of its own (`Browser.run`) while tests build data on
+theirs. pytest-playwright still supplies the launch
 options (`--headed`, `--slowmo`, `--browser-channel`).
 """
 
@@ -36,7 +36,7 @@ expect.set_options(timeout=STEP_MS)
 
 
 class Browser:
-    """One chromium for the session, on the one thread that may drive it."""
+    """One chromium, on the one thread that may drive it."""
 
     def __init__(self, launch_args: dict[str, Any]) -> None:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="playwright")
@@ -72,7 +72,8 @@ class Browser:
             self._thread.shutdown()
 
 
-@pytest.fixture(scope="session")
+# Per module: the rest of the suite does not keep an idle browser's memory.
+@pytest.fixture(scope="module")
 def chromium(browser_type_launch_args: dict[str, Any]) -> Iterator[Browser]:
     opened = Browser(browser_type_launch_args)
     try:
