@@ -351,3 +351,18 @@ def test_every_page_fits_a_375_px_phone_without_sideways_scrolling(
 def _page_width(page: Page) -> int:
     width: int = page.evaluate("() => document.documentElement.scrollWidth")
     return width
+
+
+@SQLITE_ONLY
+def test_a_page_whose_session_ended_goes_to_sign_in_at_the_next_change(
+    chromium: Browser, live_server: LiveServer, admin: str
+) -> None:
+    base = live_server.url
+
+    def scenario(page: Page) -> None:
+        signed_in(page, base)
+        page.context.clear_cookies()  # as if signed out in another tab
+        page.get_by_label("At most").fill("3")  # htmx asks for the count
+        expect(page).to_have_url(f"{base}/console/sign-in")
+
+    chromium.run(scenario)
