@@ -52,6 +52,9 @@ class Access(Enum):
     ADMIN = "an active administrator's bearer token"
     EXPORT = "a key with users:export (or users:export_full), or an admin's token"
     EXPORT_FULL = "a key with users:export_full, or an admin's token"
+    # The browser console's own credential is its session cookie: no API key or
+    # token opens it (tests/console/ covers signed-in sessions).
+    CONSOLE = "an admin's console session cookie only"
 
 
 @dataclass(frozen=True)
@@ -112,9 +115,33 @@ ROUTES: dict[tuple[str, str], Route] = {
         Access.ADMIN, "/api/v1/features/no:such-flag", 404
     ),
     ("GET", "/api/v1/exports/audit"): Route(Access.ADMIN, "/api/v1/exports/audit", 200),
+    # The console: its entry and sign-in form are public; the sign-in POST
+    # without the form's CSRF cookie is refused whoever sends it.
+    ("GET", "/console"): Route(Access.PUBLIC, "/console", 303),
+    ("GET", "/console/sign-in"): Route(Access.PUBLIC, "/console/sign-in", 200),
+    ("POST", "/console/sign-in"): Route(Access.PUBLIC, "/console/sign-in", 403, form={}),
+    ("POST", "/console/sign-out"): Route(Access.CONSOLE, "/console/sign-out", 0, form={}),
+    ("GET", "/console/export"): Route(Access.CONSOLE, "/console/export", 0),
+    ("GET", "/console/export/preview"): Route(Access.CONSOLE, "/console/export/preview", 0),
+    ("GET", "/console/download/export"): Route(Access.CONSOLE, "/console/download/export", 0),
+    ("GET", "/console/download/export-full"): Route(
+        Access.CONSOLE, "/console/download/export-full", 0
+    ),
+    ("GET", "/console/keys"): Route(Access.CONSOLE, "/console/keys", 0),
+    ("POST", "/console/keys"): Route(Access.CONSOLE, "/console/keys", 0, form={}),
+    ("GET", "/console/keys/{key_id:int}/{action:str}"): Route(
+        Access.CONSOLE, f"/console/keys/{NO_ID}/revoke", 0
+    ),
+    ("POST", "/console/keys/{key_id:int}/rotate"): Route(
+        Access.CONSOLE, f"/console/keys/{NO_ID}/rotate", 0, form={}
+    ),
+    ("POST", "/console/keys/{key_id:int}/revoke"): Route(
+        Access.CONSOLE, f"/console/keys/{NO_ID}/revoke", 0, form={}
+    ),
 }
-# Mounted static files (the offline docs' assets): served to anyone, no routes inside.
-MOUNTS = {"/static-offline-docs"}
+# Mounted static files (the offline docs' and the console's assets): served to
+# anyone, no routes inside.
+MOUNTS = {"/static-offline-docs", "/console/static"}
 
 
 @dataclass(frozen=True)
@@ -463,8 +490,19 @@ def test_route_answers_the_credential_as_documented(
     spec = ROUTES[route]
     path = spec.path.replace(TARGET, str(world.target_id))
     response = world.client.request(
-        route[0], path, headers=world.headers[credential], json=spec.json, data=spec.form
+        route[0],
+        path,
+        headers=world.headers[credential],
+        json=spec.json,
+        data=spec.form,
+        follow_redirects=False,
     )
+    if spec.access is Access.CONSOLE:
+        # Whatever API credential comes along: sent to sign in, nothing served.
+        assert response.status_code == 303, response.text
+        assert response.headers["location"] == "/console/sign-in"
+        assert response.content == b""
+        return
     refusal = None if spec.access is Access.PUBLIC else CREDENTIALS[credential].on(spec.access)
     if refusal is None:
         assert response.status_code == spec.permitted, response.text
@@ -498,7 +536,8 @@ def test_openapi_documents_the_credentials_of_the_route(
     document = world.client.get("/openapi.json").json()
     documented_path = re.sub(r":\w+}", "}", path)
     if documented_path not in document["paths"]:
-        assert access is Access.PUBLIC  # the docs themselves are not in the document
+        # The docs themselves and the console are not in the document.
+        assert access in (Access.PUBLIC, Access.CONSOLE)
         return
     operation = document["paths"][documented_path][method.lower()]
     assert operation.get("security") == SECURITY[access]
