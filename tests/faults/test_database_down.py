@@ -1,0 +1,85 @@
+"""A database that cannot be reached before a request: every route that needs it
+answers 503 with `Retry-After` at once, readiness fails, and both recover by
+themselves once it is back, with no restart.
+
+PostgreSQL goes away under a running server: it connects through a relay
+(tests/faults/proxy.py) that is closed, so pooled connections die and new ones
+are refused, then opened again on the same port. SQLite has no server to lose:
+its outage is the volume holding the file not being there (not mounted yet, or
+an operator's mistake) when the server starts, which it must survive and leave
+on its own once the file is in place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.conftest import BACKENDS, LiveServer
+from tests.faults.calls import Callers, assert_retry_later, assert_served, fault_settings
+from tests.faults.proxy import TcpProxy
+
+# A refusal needs no pool timeout, no connect timeout: well under a second
+# here; the bound leaves room for a loaded machine.
+PROMPT_SECONDS = 3.0
+
+
+def _only(backend: str) -> pytest.MarkDecorator:
+    return pytest.mark.parametrize(
+        "db_url", [name for name in BACKENDS if name == backend], indirect=True
+    )
+
+
+def _assert_refused_promptly(down: dict[str, httpx.Response]) -> None:
+    for name in ("export", "admin", "login"):
+        assert_retry_later(down[name], "Database unavailable", retry_after=2)
+        assert down[name].elapsed.total_seconds() < PROMPT_SECONDS, name
+    assert_retry_later(down["ready"], "Database unreachable", retry_after=2)
+
+
+@_only("postgresql")
+def test_postgresql_going_away_is_503_with_retry_after_and_its_return_needs_no_restart(
+    db_url: str,
+) -> None:
+    with TcpProxy.to_database(db_url) as proxy:
+        settings = fault_settings(proxy.url_through(db_url))
+        callers = Callers.made_in(db_url, settings)
+        with (
+            LiveServer(settings) as server,
+            httpx.Client(base_url=server.url, timeout=20) as client,
+        ):
+            # Served first, so the pools hold connections that the outage kills.
+            assert_served(callers.each_route(client))
+            proxy.down()
+            down = callers.each_route(client)
+            again = callers.each_route(client)
+            proxy.up()
+            back = callers.each_route(client)
+    _assert_refused_promptly(down)
+    _assert_refused_promptly(again)
+    assert_served(back)
+
+
+@_only("sqlite")
+def test_a_sqlite_file_missing_at_start_is_503_with_retry_after_and_its_arrival_needs_no_restart(
+    db_url: str, tmp_path: Path
+) -> None:
+    database = make_url(db_url).database
+    assert database is not None
+    stored = Path(database)
+    volume = tmp_path / "volume"
+    settings = fault_settings(f"sqlite+aiosqlite:///{volume / stored.name}")
+    callers = Callers.made_in(db_url, settings)
+    with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=20) as client:
+        down = callers.each_route(client)
+        volume.mkdir()
+        for part in stored.parent.glob(f"{stored.name}*"):  # with its -wal and -shm, if any
+            part.rename(volume / part.name)
+        back = callers.each_route(client)
+    _assert_refused_promptly(down)
+    assert_served(back)
+    # The server never made a file of its own where the database was missing.
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["volume"]
