@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, event
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, ExceptionContext
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -97,6 +97,31 @@ def _install_sqlite_transactions(engine: AsyncEngine) -> None:
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+# SQLite result codes after which a connection may hold a stale view of which
+# file it has open and how: read-only (opened while the file could not be
+# written, or the file was moved away: SQLITE_READONLY_DBMOVED), cannot open,
+# not a database. A new connection sees the file as it is now. Not I/O errors,
+# a full disk or corruption: a new connection would not fix those, and closing
+# the last one gives up the WAL index that lets reads go on meanwhile.
+_SQLITE_REOPEN_CODES = frozenset({8, 14, 26})
+
+
+def _install_sqlite_reopening(engine: AsyncEngine) -> None:
+    """Discard the pool's SQLite connections after an error the file caused.
+
+    Otherwise a server that started while its file was read-only keeps its
+    read-only connections, and refuses every write, until it is restarted.
+    SQLAlchemy treats the error as a disconnect: the connection is closed, the
+    rest of the pool is replaced as it is next used, and the request gets a 503.
+    """
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> None:
+        code = getattr(context.original_exception, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in _SQLITE_REOPEN_CODES:
+            context.is_disconnect = True
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # Statement parameters never reach logs or error messages: they hold emails,
     # password hashes and API-key digests.
@@ -104,6 +129,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url, **kwargs)
         _install_sqlite_transactions(engine)
+        _install_sqlite_reopening(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
