@@ -144,12 +144,28 @@ EXPORT_STATEMENT_TIMEOUT_MS = 300_000
 BACKGROUND_GRACE_SECONDS = 5.0
 
 
+# The server's limits cannot fire when it stops answering without closing the
+# connection (a network partition, a frozen host): asyncpg would wait forever
+# on a pooled connection's ping and 60 s on a new one. Client-side bounds turn
+# that into a 503: connecting gets CONNECT_TIMEOUT_SECONDS, a statement the
+# server's statement timeout plus a margin, so the server's own clearer error
+# wins whenever it can still answer.
+CONNECT_TIMEOUT_SECONDS = 5.0
+COMMAND_MARGIN_SECONDS = 2.0
+
+
 def _postgres_limits(statement_ms: int, idle_ms: int) -> dict[str, Any]:
     settings = {
         "statement_timeout": str(statement_ms),
         "idle_in_transaction_session_timeout": str(idle_ms),
     }
-    return {"connect_args": {"server_settings": settings}}
+    return {
+        "connect_args": {
+            "server_settings": settings,
+            "timeout": CONNECT_TIMEOUT_SECONDS,
+            "command_timeout": statement_ms / 1000 + COMMAND_MARGIN_SECONDS,
+        }
+    }
 
 
 class Database:
@@ -206,6 +222,11 @@ class Database:
                 pool_size=1,
                 max_overflow=0,
                 pool_timeout=settings.db_pool_timeout,
+                **(
+                    _postgres_limits(REQUEST_STATEMENT_TIMEOUT_MS, REQUEST_IDLE_IN_TRANSACTION_MS)
+                    if postgres
+                    else {}
+                ),
             )
         )
         self._background: dict[str, asyncio.Task[None]] = {}

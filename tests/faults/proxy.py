@@ -22,7 +22,9 @@ class TcpProxy:
       when the database host goes away: new connections are refused.
     - `cut()`: relayed connections are reset but new ones are accepted, as when
       a network path drops mid-query.
-    - `up()`: listens again on the same port.
+    - `freeze()`: nothing is relayed any more, either way, and new connections
+      are accepted but never answered, as when packets to the host are dropped.
+    - `up()`: listens again on the same port, relays again.
     """
 
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -34,6 +36,7 @@ class TcpProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
         self._relayed: set[asyncio.StreamWriter] = set()
+        self._flowing: asyncio.Event | None = None
 
     @classmethod
     def to_database(cls, db_url: str) -> TcpProxy:
@@ -59,6 +62,9 @@ class TcpProxy:
     def up(self) -> None:
         self._run(self._listen())
 
+    def freeze(self) -> None:
+        self._run(self._freeze())
+
     def down(self) -> None:
         self._run(self._close(listener=True))
 
@@ -68,7 +74,14 @@ class TcpProxy:
     def _run(self, work: Coroutine[Any, Any, None]) -> None:
         asyncio.run_coroutine_threadsafe(work, self._loop).result(timeout=5)
 
+    async def _freeze(self) -> None:
+        assert self._flowing is not None
+        self._flowing.clear()
+
     async def _listen(self) -> None:
+        if self._flowing is None:
+            self._flowing = asyncio.Event()
+        self._flowing.set()
         if self._server is None:
             self._server = await asyncio.start_server(
                 self._relay, "127.0.0.1", self.port, reuse_address=True
@@ -88,6 +101,8 @@ class TcpProxy:
         self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
     ) -> None:
         self.accepted += 1
+        assert self._flowing is not None
+        await self._flowing.wait()
         try:
             server_in, server_out = await asyncio.open_connection(*self.target)
         except OSError:
@@ -96,15 +111,20 @@ class TcpProxy:
         pair = {client_out, server_out}
         self._relayed |= pair
         await asyncio.gather(
-            _pipe(client_in, server_out), _pipe(server_in, client_out), return_exceptions=True
+            _pipe(client_in, server_out, self._flowing),
+            _pipe(server_in, client_out, self._flowing),
+            return_exceptions=True,
         )
         for writer in pair:
             writer.transport.abort()
         self._relayed -= pair
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flowing: asyncio.Event
+) -> None:
     while data := await reader.read(65536):
+        await flowing.wait()
         writer.write(data)
         await writer.drain()
     writer.transport.abort()

@@ -12,14 +12,28 @@ on its own once the file is in place.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from reviewpoint.db import (
+    COMMAND_MARGIN_SECONDS,
+    CONNECT_TIMEOUT_SECONDS,
+    REQUEST_STATEMENT_TIMEOUT_MS,
+)
+from reviewpoint.health import PROBE_SECONDS
 from tests.conftest import BACKENDS, LiveServer
-from tests.faults.calls import Callers, assert_retry_later, assert_served, fault_settings
+from tests.faults.calls import (
+    READY,
+    USERS,
+    Callers,
+    assert_retry_later,
+    assert_served,
+    fault_settings,
+)
 from tests.faults.proxy import TcpProxy
 
 # A refusal needs no pool timeout, no connect timeout: well under a second
@@ -60,6 +74,39 @@ def test_postgresql_going_away_is_503_with_retry_after_and_its_return_needs_no_r
             back = callers.each_route(client)
     _assert_refused_promptly(down)
     _assert_refused_promptly(again)
+    assert_served(back)
+
+
+@_only("postgresql")
+def test_postgresql_that_stops_answering_is_503_within_bounds_and_recovers_without_restart(
+    db_url: str,
+) -> None:
+    """A partition or a frozen host: connections stay open, nothing comes back,
+    and the server's own timeouts cannot fire. Readiness must say so before a
+    balancer's probe gives up; a request must end instead of holding its
+    connection for ever."""
+    with TcpProxy.to_database(db_url) as proxy:
+        settings = fault_settings(proxy.url_through(db_url))
+        callers = Callers.made_in(db_url, settings)
+        with (
+            LiveServer(settings) as server,
+            httpx.Client(base_url=server.url, timeout=60) as client,
+            httpx.Client(base_url=server.url, timeout=60) as other_client,
+            ThreadPoolExecutor(1) as beside,
+        ):
+            assert_served(callers.each_route(client))
+            proxy.freeze()
+            admin = beside.submit(other_client.get, USERS, headers=callers.admin)
+            ready = client.get(READY)
+            stuck = admin.result()
+            proxy.up()
+            back = callers.each_route(client)
+    assert_retry_later(ready, "Database unreachable", retry_after=2)
+    # SQLAlchemy gives the abandoned connection 2 s to close gracefully.
+    assert ready.elapsed.total_seconds() < PROBE_SECONDS + 2 + 1.5
+    assert_retry_later(stuck, "Database unavailable", retry_after=2)
+    longest = REQUEST_STATEMENT_TIMEOUT_MS / 1000 + COMMAND_MARGIN_SECONDS + CONNECT_TIMEOUT_SECONDS
+    assert stuck.elapsed.total_seconds() < longest + 2
     assert_served(back)
 
 
