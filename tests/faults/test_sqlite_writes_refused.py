@@ -21,7 +21,8 @@ import resource
 import sqlite3
 import stat
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from pathlib import Path
 
@@ -54,16 +55,25 @@ def _path(db_url: str) -> Path:
     return Path(database)
 
 
-def _writes(client: httpx.Client, callers: Callers, email: str) -> dict[str, httpx.Response]:
+def _each_write(
+    callers: Callers, email: str
+) -> dict[str, Callable[[httpx.Client], httpx.Response]]:
+    """A user, a login (its `last_login_at`), an API key: each a write of its own kind."""
     return {
-        "user": client.post(
+        "user": lambda client: client.post(
             USERS, json={"email": email, "password": "long-enough-1"}, headers=callers.admin
         ),
-        "login": client.post(LOGIN, data={"username": ADMIN_EMAIL, "password": BULK_PASSWORD}),
-        "key": client.post(
+        "login": lambda client: client.post(
+            LOGIN, data={"username": ADMIN_EMAIL, "password": BULK_PASSWORD}
+        ),
+        "key": lambda client: client.post(
             KEYS, json={"name": email, "scopes": ["users:export"]}, headers=callers.admin
         ),
     }
+
+
+def _writes(client: httpx.Client, callers: Callers, email: str) -> dict[str, httpx.Response]:
+    return {name: write(client) for name, write in _each_write(callers, email).items()}
 
 
 def _stored(db_url: str) -> tuple[str, list[str], list[str], str | None]:
@@ -192,4 +202,41 @@ def test_a_read_only_file_refuses_writes_with_503_and_writes_again_once_writable
         written = _writes(client, callers, "after@example.com")
     assert export.status_code == 200 and ADMIN_EMAIL in export.text
     assert ready.status_code == 200
+    _assert_written(db_url, written, "after@example.com")
+
+
+@SQLITE
+def test_a_write_lock_held_past_the_busy_timeout_is_503_and_writes_resume_once_released(
+    db_url: str,
+) -> None:
+    """Another process (a batch job, a long migration) keeps SQLite's one write lock:
+    writes wait the 10 s busy timeout, then 503; reads go on beside it (WAL)."""
+    settings = fault_settings(db_url)
+    callers = Callers.made_in(db_url, settings)
+    before = _stored(db_url)
+    with (
+        LiveServer(settings) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+        closing(sqlite3.connect(_path(db_url), isolation_level=None)) as other_process,
+    ):
+        other_process.execute("BEGIN IMMEDIATE")
+        try:
+            with ThreadPoolExecutor(3) as beside:
+                # The three writes wait for the lock together, not one after another.
+                waiting = {
+                    name: beside.submit(write, client)
+                    for name, write in _each_write(callers, "during@example.com").items()
+                }
+                export = client.get(EXPORT_FULL, headers=callers.key)
+                ready = client.get(READY)
+                refused = {name: future.result() for name, future in waiting.items()}
+        finally:
+            other_process.execute("ROLLBACK")
+        _assert_refused_and_nothing_written(db_url, refused, before)
+        written = _writes(client, callers, "after@example.com")
+    assert export.status_code == 200 and ADMIN_EMAIL in export.text
+    assert export.elapsed.total_seconds() < 5, "a read waited for the write lock"
+    assert ready.status_code == 200
+    for response in refused.values():
+        assert response.elapsed.total_seconds() >= 9, "refused before the busy timeout"
     _assert_written(db_url, written, "after@example.com")
