@@ -7,11 +7,14 @@ a login (a write: `last_login_at`) and readiness.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
 
 from reviewpoint.config import Settings, load_settings
+from tests.conftest import LiveServer
 from tests.data import BULK_PASSWORD, bearer_headers, create_api_key, insert_user
 
 EXPORT_FULL = "/api/v1/users/export-full"
@@ -56,6 +59,30 @@ class Callers:
             "login": client.post(LOGIN, data={"username": ADMIN_EMAIL, "password": BULK_PASSWORD}),
             "ready": client.get(READY),
         }
+
+
+@dataclass(frozen=True)
+class Live:
+    """A real server under test, a client of it, and the credentials it accepts."""
+
+    server: LiveServer
+    client: httpx.Client
+    callers: Callers
+
+    def each_route(self) -> dict[str, httpx.Response]:
+        return self.callers.each_route(self.client)
+
+
+@contextmanager
+def live_server_on(
+    db_url: str, *, made_in: str | None = None, **overrides: object
+) -> Iterator[Live]:
+    """A server on `db_url`, whose credentials are made in `made_in` (the same
+    database reached directly, where `db_url` goes through a fault) beforehand."""
+    settings = fault_settings(db_url, **overrides)
+    callers = Callers.made_in(made_in or db_url, settings)
+    with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        yield Live(server, client, callers)
 
 
 def assert_retry_later(

@@ -12,7 +12,9 @@ on its own once the file is in place.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -25,14 +27,14 @@ from reviewpoint.db import (
     REQUEST_STATEMENT_TIMEOUT_MS,
 )
 from reviewpoint.health import PROBE_SECONDS
-from tests.conftest import BACKENDS, LiveServer
+from tests.conftest import BACKENDS
 from tests.faults.calls import (
     READY,
     USERS,
-    Callers,
+    Live,
     assert_retry_later,
     assert_served,
-    fault_settings,
+    live_server_on,
 )
 from tests.faults.proxy import TcpProxy
 
@@ -54,24 +56,28 @@ def _assert_refused_promptly(down: dict[str, httpx.Response]) -> None:
     assert_retry_later(down["ready"], "Database unreachable", retry_after=2)
 
 
+@contextmanager
+def _through_relay(db_url: str) -> Iterator[tuple[TcpProxy, Live]]:
+    """A server reaching `db_url` through a relay, having served every route once,
+    so its pools hold connections that a fault then breaks."""
+    with (
+        TcpProxy.to_database(db_url) as proxy,
+        live_server_on(proxy.url_through(db_url), made_in=db_url) as live,
+    ):
+        assert_served(live.each_route())
+        yield proxy, live
+
+
 @_only("postgresql")
 def test_postgresql_going_away_is_503_with_retry_after_and_its_return_needs_no_restart(
     db_url: str,
 ) -> None:
-    with TcpProxy.to_database(db_url) as proxy:
-        settings = fault_settings(proxy.url_through(db_url))
-        callers = Callers.made_in(db_url, settings)
-        with (
-            LiveServer(settings) as server,
-            httpx.Client(base_url=server.url, timeout=20) as client,
-        ):
-            # Served first, so the pools hold connections that the outage kills.
-            assert_served(callers.each_route(client))
-            proxy.down()
-            down = callers.each_route(client)
-            again = callers.each_route(client)
-            proxy.up()
-            back = callers.each_route(client)
+    with _through_relay(db_url) as (proxy, live):
+        proxy.down()
+        down = live.each_route()
+        again = live.each_route()
+        proxy.up()
+        back = live.each_route()
     _assert_refused_promptly(down)
     _assert_refused_promptly(again)
     assert_served(back)
@@ -85,22 +91,17 @@ def test_postgresql_that_stops_answering_is_503_within_bounds_and_recovers_witho
     and the server's own timeouts cannot fire. Readiness must say so before a
     balancer's probe gives up; a request must end instead of holding its
     connection for ever."""
-    with TcpProxy.to_database(db_url) as proxy:
-        settings = fault_settings(proxy.url_through(db_url))
-        callers = Callers.made_in(db_url, settings)
-        with (
-            LiveServer(settings) as server,
-            httpx.Client(base_url=server.url, timeout=60) as client,
-            httpx.Client(base_url=server.url, timeout=60) as other_client,
-            ThreadPoolExecutor(1) as beside,
-        ):
-            assert_served(callers.each_route(client))
-            proxy.freeze()
-            admin = beside.submit(other_client.get, USERS, headers=callers.admin)
-            ready = client.get(READY)
-            stuck = admin.result()
-            proxy.up()
-            back = callers.each_route(client)
+    with (
+        _through_relay(db_url) as (proxy, live),
+        httpx.Client(base_url=live.server.url, timeout=60) as other_client,
+        ThreadPoolExecutor(1) as beside,
+    ):
+        proxy.freeze()
+        admin = beside.submit(other_client.get, USERS, headers=live.callers.admin)
+        ready = live.client.get(READY)
+        stuck = admin.result()
+        proxy.up()
+        back = live.each_route()
     assert_retry_later(ready, "Database unreachable", retry_after=2)
     # SQLAlchemy gives the abandoned connection 2 s to close gracefully.
     assert ready.elapsed.total_seconds() < PROBE_SECONDS + 2 + 1.5
@@ -118,14 +119,12 @@ def test_a_sqlite_file_missing_at_start_is_503_with_retry_after_and_its_arrival_
     assert database is not None
     stored = Path(database)
     volume = tmp_path / "volume"
-    settings = fault_settings(f"sqlite+aiosqlite:///{volume / stored.name}")
-    callers = Callers.made_in(db_url, settings)
-    with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=20) as client:
-        down = callers.each_route(client)
+    with live_server_on(f"sqlite+aiosqlite:///{volume / stored.name}", made_in=db_url) as live:
+        down = live.each_route()
         volume.mkdir()
         for part in stored.parent.glob(f"{stored.name}*"):  # with its -wal and -shm, if any
             part.rename(volume / part.name)
-        back = callers.each_route(client)
+        back = live.each_route()
     _assert_refused_promptly(down)
     assert_served(back)
     # The server never made a file of its own where the database was missing.

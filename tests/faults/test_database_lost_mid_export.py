@@ -20,7 +20,7 @@ import pytest
 from tests.audit.records import settled_rows
 from tests.conftest import BACKENDS, LiveServer, eventually
 from tests.data import insert_users
-from tests.faults.calls import EXPORT_FULL, Callers, fault_settings
+from tests.faults.calls import EXPORT_FULL, live_server_on
 from tests.faults.proxy import TcpProxy
 
 USERS = 10_000
@@ -46,26 +46,28 @@ def test_postgresql_lost_mid_export_breaks_the_download_and_the_next_export_is_w
     db_url: str,
 ) -> None:
     insert_users(db_url, [(f"user{i}@example.com", f"User {i}") for i in range(USERS)])
-    with TcpProxy.to_database(db_url) as proxy:
-        settings = fault_settings(proxy.url_through(db_url), export_chunk_rows=100)
-        callers = Callers.made_in(db_url, settings)
-        with LiveServer(settings) as server, _slow_reading_client(server) as client:
-            with client.stream("GET", EXPORT_FULL, headers=callers.key) as response:
-                assert response.status_code == 200
-                pieces = response.iter_raw()
-                received = next(pieces)
-                while len(received) < 64 * 1024:
-                    received += next(pieces)
-                proxy.cut()
-                with pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"):
-                    for piece in pieces:
-                        received += piece
-            assert received.count(b"@example.com") < USERS, "the export was read to the end"
+    with (
+        TcpProxy.to_database(db_url) as proxy,
+        live_server_on(proxy.url_through(db_url), made_in=db_url, export_chunk_rows=100) as live,
+        _slow_reading_client(live.server) as client,
+    ):
+        key = live.callers.key
+        with client.stream("GET", EXPORT_FULL, headers=key) as response:
+            assert response.status_code == 200
+            pieces = response.iter_raw()
+            received = next(pieces)
+            while len(received) < 64 * 1024:
+                received += next(pieces)
+            proxy.cut()
+            with pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"):
+                for piece in pieces:
+                    received += piece
+        assert received.count(b"@example.com") < USERS, "the export was read to the end"
 
-            assert eventually(lambda: server.export_connections_in_use() == 0)
-            opened_before = proxy.accepted
-            whole = client.get(EXPORT_FULL, headers=callers.key)
-            assert proxy.accepted > opened_before, "the cut connections were lent again"
+        assert eventually(lambda: live.server.export_connections_in_use() == 0)
+        opened_before = proxy.accepted
+        whole = client.get(EXPORT_FULL, headers=key)
+        assert proxy.accepted > opened_before, "the cut connections were lent again"
 
     assert whole.status_code == 200
     assert whole.text.count("@example.com") == USERS + 1  # and the admin

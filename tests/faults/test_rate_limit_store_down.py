@@ -17,14 +17,13 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import LiveServer
-from tests.faults.calls import Callers, assert_retry_later, assert_served, fault_settings
+from tests.faults.calls import Live, assert_retry_later, assert_served, live_server_on
 
 REDIS_SERVER = shutil.which("redis-server")
 # The store's own bound is 2 s (admission/store.py); the rest is a loaded machine.
@@ -100,6 +99,11 @@ def _assert_fails_closed(responses: dict[str, httpx.Response]) -> None:
     assert (responses["admin"].status_code, responses["ready"].status_code) == (200, 200)
 
 
+def _limited_by(db_url: str, redis: ThrowawayRedis) -> AbstractContextManager[Live]:
+    prefix = f"faults-{uuid.uuid4().hex}"
+    return live_server_on(db_url, rate_limit_storage=redis.url, rate_limit_prefix=prefix)
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[ThrowawayRedis]:
     with throwaway_redis(tmp_path) as redis:
@@ -109,16 +113,12 @@ def redis_server(tmp_path: Path) -> Iterator[ThrowawayRedis]:
 def test_a_crashed_rate_limit_store_fails_closed_and_its_restart_needs_no_server_restart(
     db_url: str, redis_server: ThrowawayRedis
 ) -> None:
-    settings = fault_settings(
-        db_url, rate_limit_storage=redis_server.url, rate_limit_prefix=f"faults-{uuid.uuid4().hex}"
-    )
-    callers = Callers.made_in(db_url, settings)
-    with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=20) as client:
-        assert_served(callers.each_route(client))  # the store's pools hold connections now
+    with _limited_by(db_url, redis_server) as live:
+        assert_served(live.each_route())  # the store's pools hold connections now
         redis_server.kill()
-        crashed = callers.each_route(client)
+        crashed = live.each_route()
         redis_server.start()
-        back = callers.each_route(client)
+        back = live.each_route()
     _assert_fails_closed(crashed)
     assert_served(back)
 
@@ -126,20 +126,16 @@ def test_a_crashed_rate_limit_store_fails_closed_and_its_restart_needs_no_server
 def test_a_hung_rate_limit_store_fails_closed_in_time_and_recovers_when_it_answers(
     db_url: str, redis_server: ThrowawayRedis
 ) -> None:
-    settings = fault_settings(
-        db_url, rate_limit_storage=redis_server.url, rate_limit_prefix=f"faults-{uuid.uuid4().hex}"
-    )
-    callers = Callers.made_in(db_url, settings)
-    with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=20) as client:
-        assert_served(callers.each_route(client))
+    with _limited_by(db_url, redis_server) as live:
+        assert_served(live.each_route())
         redis_server.freeze()
         try:
-            hung = callers.each_route(client)
+            hung = live.each_route()
         finally:
             redis_server.thaw()
         # Replies to the commands that timed out arrive now: none may be taken
         # for the answer to a later command.
-        back = [callers.each_route(client) for _ in range(3)]
+        back = [live.each_route() for _ in range(3)]
     _assert_fails_closed(hung)
     for responses in back:
         assert_served(responses)

@@ -41,6 +41,7 @@ from tests.faults.calls import (
     Callers,
     assert_retry_later,
     fault_settings,
+    live_server_on,
 )
 
 KEYS = "/api/v1/api-keys"
@@ -211,14 +212,11 @@ def test_a_write_lock_held_past_the_busy_timeout_is_503_and_writes_resume_once_r
 ) -> None:
     """Another process (a batch job, a long migration) keeps SQLite's one write lock:
     writes wait the 10 s busy timeout, then 503; reads go on beside it (WAL)."""
-    settings = fault_settings(db_url)
-    callers = Callers.made_in(db_url, settings)
-    before = _stored(db_url)
     with (
-        LiveServer(settings) as server,
-        httpx.Client(base_url=server.url, timeout=30) as client,
+        live_server_on(db_url) as live,
         closing(sqlite3.connect(_path(db_url), isolation_level=None)) as other_process,
     ):
+        client, callers, before = live.client, live.callers, _stored(db_url)
         other_process.execute("BEGIN IMMEDIATE")
         try:
             with ThreadPoolExecutor(3) as beside:

@@ -8,12 +8,11 @@ then wait for another at a moment the test controls.
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
-from tests.conftest import BACKENDS, LiveServer
+from tests.conftest import BACKENDS
 from tests.data import execute_sql, insert_user
-from tests.faults.calls import Callers, assert_retry_later, fault_settings
+from tests.faults.calls import assert_retry_later, live_server_on
 
 CONFLICT_ON_RENAME = """
 CREATE FUNCTION conflict_on_rename() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -41,14 +40,13 @@ def test_a_transaction_rolled_back_for_a_conflict_is_503_with_retry_after(
         "CREATE TRIGGER conflict BEFORE UPDATE ON users "
         "FOR EACH ROW EXECUTE FUNCTION conflict_on_rename()",
     )
-    settings = fault_settings(db_url)
-    callers = Callers.made_in(db_url, settings)
     user_id = insert_user(db_url, "someone@example.com", name="Someone")
     user = f"/api/v1/users/{user_id}"
-    with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=20) as client:
-        conflicted = client.patch(user, json={"name": sqlstate}, headers=callers.admin)
-        unchanged = client.get(user, headers=callers.admin)
-        retried = client.patch(user, json={"name": "Someone Else"}, headers=callers.admin)
+    with live_server_on(db_url) as live:
+        admin = live.callers.admin
+        conflicted = live.client.patch(user, json={"name": sqlstate}, headers=admin)
+        unchanged = live.client.get(user, headers=admin)
+        retried = live.client.patch(user, json={"name": "Someone Else"}, headers=admin)
     assert_retry_later(
         conflicted, "Database busy: the transaction conflicted with another; retry", retry_after=2
     )
