@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import quote
 
 import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, event
-from sqlalchemy.engine import Dialect, ExceptionContext
+from sqlalchemy.engine import Dialect, ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -168,6 +169,26 @@ def _postgres_limits(statement_ms: int, idle_ms: int) -> dict[str, Any]:
     }
 
 
+def existing_sqlite_file(url: str) -> str:
+    """A SQLite URL that opens its file only if it exists (SQLite's `mode=rw`).
+
+    SQLite creates a missing file on connect. A server whose volume is not
+    mounted (the empty mount point is there) would make an empty database,
+    answer 500 (no such table) and call itself ready; with `mode=rw` it answers
+    503 until the file is back, then serves without a restart. Migrations
+    still create files: they use `create_engine` directly.
+    """
+    parsed = make_url(url)
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or path in (None, "", ":memory:"):
+        return url
+    if parsed.query.get("uri") == "true" or path.startswith("file:"):
+        return url
+    return parsed.set(
+        database=f"file:{quote(path)}", query={**parsed.query, "mode": "rw", "uri": "true"}
+    ).render_as_string(hide_password=False)
+
+
 class Database:
     """A worker's two pools: one for requests, one only for exports.
 
@@ -189,7 +210,7 @@ class Database:
         export_pool = settings.export_slots * settings.connections_per_export
         request_pool = settings.db_pool_size - export_pool
         self.engine = create_engine(
-            settings.db_url,
+            existing_sqlite_file(settings.db_url),
             pool_size=request_pool,
             max_overflow=0,
             pool_timeout=settings.db_pool_timeout,
@@ -202,7 +223,7 @@ class Database:
         # A snapshot may idle while its client reads, but never outlive the
         # export's own time limit, even if this process wedges.
         self.export_engine = create_engine(
-            settings.export_db_url or settings.db_url,
+            existing_sqlite_file(settings.export_db_url or settings.db_url),
             pool_size=export_pool,
             max_overflow=0,
             pool_timeout=settings.db_pool_timeout,
@@ -218,7 +239,7 @@ class Database:
             None
             if settings.export_db_url is None
             else create_engine(
-                settings.export_db_url,
+                existing_sqlite_file(settings.export_db_url),
                 pool_size=1,
                 max_overflow=0,
                 pool_timeout=settings.db_pool_timeout,

@@ -112,20 +112,27 @@ def test_postgresql_that_stops_answering_is_503_within_bounds_and_recovers_witho
 
 
 @_only("sqlite")
+@pytest.mark.parametrize(
+    "mount_point_exists", [False, True], ids=["no-mount-point", "empty-mount-point"]
+)
 def test_a_sqlite_file_missing_at_start_is_503_with_retry_after_and_its_arrival_needs_no_restart(
-    db_url: str, tmp_path: Path
+    db_url: str, tmp_path: Path, mount_point_exists: bool
 ) -> None:
+    """The volume holding the file is not mounted: its mount point is missing, or
+    there and empty. The server must not make an empty database there."""
     database = make_url(db_url).database
     assert database is not None
     stored = Path(database)
     volume = tmp_path / "volume"
+    if mount_point_exists:
+        volume.mkdir()
     with live_server_on(f"sqlite+aiosqlite:///{volume / stored.name}", made_in=db_url) as live:
         down = live.each_route()
-        volume.mkdir()
+        assert not volume.exists() or not any(volume.iterdir()), "a file was made"
+        volume.mkdir(exist_ok=True)
         for part in stored.parent.glob(f"{stored.name}*"):  # with its -wal and -shm, if any
             part.rename(volume / part.name)
         back = live.each_route()
     _assert_refused_promptly(down)
     assert_served(back)
-    # The server never made a file of its own where the database was missing.
     assert sorted(path.name for path in tmp_path.iterdir()) == ["volume"]
