@@ -7,6 +7,7 @@ a login (a write: `last_login_at`) and readiness.
 from __future__ import annotations
 
 import secrets
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -103,3 +104,20 @@ def assert_served(responses: dict[str, httpx.Response]) -> None:
     ), {name: r.text[:200] for name, r in responses.items()}
     assert ADMIN_EMAIL in responses["export"].text
     assert responses["login"].json()["access_token"]
+
+
+# Socket buffers small enough that the server stays about 100 kB ahead of the reader.
+BUFFER = 32 * 1024
+
+
+def slow_reading_client(server: LiveServer) -> httpx.Client:
+    """A client of `server` that the export can run only ~100 kB ahead of, so a
+    fault injected after the first bytes lands while the export still streams."""
+    server.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUFFER)
+    transport = httpx.HTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER)])
+    return httpx.Client(
+        base_url=server.url,
+        transport=transport,
+        timeout=20,
+        headers={"Accept-Encoding": "identity"},
+    )

@@ -12,31 +12,16 @@ is tests/audit/test_audit_outcomes.py::test_a_database_failing_mid_stream_is_one
 
 from __future__ import annotations
 
-import socket
-
 import httpx
 import pytest
 
 from tests.audit.records import settled_rows
-from tests.conftest import BACKENDS, LiveServer, eventually
+from tests.conftest import BACKENDS, eventually
 from tests.data import insert_users
-from tests.faults.calls import EXPORT_FULL, live_server_on
+from tests.faults.calls import EXPORT_FULL, live_server_on, slow_reading_client
 from tests.faults.proxy import TcpProxy
 
 USERS = 10_000
-# Socket buffers small enough that the server stays about 100 kB ahead of the reader.
-BUFFER = 32 * 1024
-
-
-def _slow_reading_client(server: LiveServer) -> httpx.Client:
-    server.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BUFFER)
-    transport = httpx.HTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, BUFFER)])
-    return httpx.Client(
-        base_url=server.url,
-        transport=transport,
-        timeout=20,
-        headers={"Accept-Encoding": "identity"},
-    )
 
 
 @pytest.mark.parametrize(
@@ -49,7 +34,7 @@ def test_postgresql_lost_mid_export_breaks_the_download_and_the_next_export_is_w
     with (
         TcpProxy.to_database(db_url) as proxy,
         live_server_on(proxy.url_through(db_url), made_in=db_url, export_chunk_rows=100) as live,
-        _slow_reading_client(live.server) as client,
+        slow_reading_client(live.server) as client,
     ):
         key = live.callers.key
         with client.stream("GET", EXPORT_FULL, headers=key) as response:

@@ -23,11 +23,21 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.calls import Live, assert_retry_later, assert_served, live_server_on
+from tests.audit.records import settled_rows
+from tests.data import insert_users
+from tests.faults.calls import (
+    EXPORT_FULL,
+    Live,
+    assert_retry_later,
+    assert_served,
+    live_server_on,
+    slow_reading_client,
+)
 
 REDIS_SERVER = shutil.which("redis-server")
 # The store's own bound is 2 s (admission/store.py); the rest is a loaded machine.
 FAIL_CLOSED_SECONDS = 3.5
+USERS = 5000
 
 
 class ThrowawayRedis:
@@ -99,9 +109,13 @@ def _assert_fails_closed(responses: dict[str, httpx.Response]) -> None:
     assert (responses["admin"].status_code, responses["ready"].status_code) == (200, 200)
 
 
-def _limited_by(db_url: str, redis: ThrowawayRedis) -> AbstractContextManager[Live]:
+def _limited_by(
+    db_url: str, redis: ThrowawayRedis, **overrides: object
+) -> AbstractContextManager[Live]:
     prefix = f"faults-{uuid.uuid4().hex}"
-    return live_server_on(db_url, rate_limit_storage=redis.url, rate_limit_prefix=prefix)
+    return live_server_on(
+        db_url, rate_limit_storage=redis.url, rate_limit_prefix=prefix, **overrides
+    )
 
 
 @pytest.fixture
@@ -148,3 +162,29 @@ def _remaining(response: httpx.Response) -> int:
     """`r` of the `RateLimit` field: `"exports";r=12;t=41`."""
     fields = dict(part.split("=") for part in response.headers["RateLimit"].split(";")[1:])
     return int(fields["r"])
+
+
+def test_an_export_running_when_the_store_crashes_completes(
+    db_url: str, redis_server: ThrowawayRedis
+) -> None:
+    """Admission is decided before the first byte: the store failing afterwards
+    (its lease cannot be renewed or released; it expires by itself) never cuts
+    a running export off."""
+    insert_users(db_url, [(f"user{i}@example.com", None) for i in range(USERS)])
+    with (
+        _limited_by(db_url, redis_server, export_chunk_rows=100) as live,
+        slow_reading_client(live.server) as client,
+        client.stream("GET", EXPORT_FULL, headers=live.callers.key) as response,
+    ):
+        assert response.status_code == 200
+        pieces = response.iter_raw()
+        received = next(pieces)
+        redis_server.kill()
+        at_the_crash = len(received)
+        for piece in pieces:
+            received += piece
+    # The buffers hold about 100 kB: most of the export was still to be made.
+    assert at_the_crash + 200 * 1024 < len(received)
+    assert received.count(b"@example.com") == USERS + 1  # and the admin
+    [record] = settled_rows(db_url, 1)
+    assert (record["outcome"], record["rows"]) == ("completed", USERS + 1)
