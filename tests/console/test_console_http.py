@@ -357,6 +357,47 @@ def test_a_created_keys_secret_is_shown_once_and_never_cached(
     assert export.status_code == 200
 
 
+def test_a_key_created_with_limits_gets_only_those_and_the_list_shows_them(
+    signed_in: TestClient, settings: Settings, admin: int
+) -> None:
+    page = signed_in.get("/console/keys")
+    response = signed_in.post(
+        "/console/keys",
+        data={
+            "name": "partner",
+            "scopes": ["users:export_full"],
+            "fields": "id, name",
+            "anonymized_only": "true",
+            "csrf_token": _csrf(page),
+        },
+    )
+    assert response.status_code == 201
+    secret = re.search(r'id="secret" readonly value="(rvp_[^"]+)"', response.text)
+    assert secret is not None
+    stored = signed_in.get("/api/v1/api-keys", headers=bearer_headers(settings, admin)).json()
+    assert [(key["fields"], key["anonymized_only"]) for key in stored] == [(["id", "name"], True)]
+    export = signed_in.get("/api/v1/users/export-full", headers={"X-API-Key": secret.group(1)})
+    assert export.status_code == 200
+    assert export.text.splitlines()[0] == "id,name"
+    assert "id, name; anonymized only" in signed_in.get("/console/keys").text
+
+
+def test_a_key_with_an_unknown_field_is_refused_in_place(signed_in: TestClient) -> None:
+    page = signed_in.get("/console/keys")
+    response = signed_in.post(
+        "/console/keys",
+        data={
+            "name": "typo",
+            "scopes": ["users:export"],
+            "fields": "id,nmae",
+            "csrf_token": _csrf(page),
+        },
+    )
+    assert response.status_code == 422
+    assert "nmae" in response.text
+    assert 'value="id,nmae"' in response.text  # what was typed stays
+
+
 def test_revoking_a_revoked_key_says_so_in_place(signed_in: TestClient, db_url: str) -> None:
     key_id, _ = create_api_key(db_url, ["users:export"])
     revoke_api_key(db_url, key_id)

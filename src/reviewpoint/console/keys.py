@@ -55,7 +55,14 @@ async def _keys_page(
             "keys": [(key, _state(key)) for key in keys],
             "scopes": SCOPES,
             "error": error,
-            "form": form or {"name": "", "scopes": [], "expires_in_days": ""},
+            "form": form
+            or {
+                "name": "",
+                "scopes": [],
+                "expires_in_days": "",
+                "fields": "",
+                "anonymized_only": False,
+            },
         },
         status_code=status_code,
         signed_in=signed_in,
@@ -82,11 +89,27 @@ async def create_key(
     name: Annotated[str, Form(max_length=1000)] = "",
     scopes: Annotated[list[str] | None, Form(max_length=100)] = None,
     expires_in_days: Annotated[str, Form(max_length=20)] = "",
+    fields: Annotated[str, Form(max_length=1000)] = "",
+    anonymized_only: Annotated[str, Form(max_length=10)] = "",
 ) -> HTMLResponse:
-    form = {"name": name, "scopes": scopes or [], "expires_in_days": expires_in_days}
+    form = {
+        "name": name,
+        "scopes": scopes or [],
+        "expires_in_days": expires_in_days,
+        "fields": fields,
+        "anonymized_only": bool(anonymized_only),
+    }
+    # The API's own validation: fields as a comma-separated list, empty for all.
+    field_list = [part.strip() for part in fields.split(",")] if fields.strip() else None
     try:
         data = ApiKeyCreate.model_validate(
-            {"name": name, "scopes": scopes or [], "expires_in_days": expires_in_days or None}
+            {
+                "name": name,
+                "scopes": scopes or [],
+                "expires_in_days": expires_in_days or None,
+                "fields": field_list,
+                "anonymized_only": bool(anonymized_only),
+            }
         )
     except ValidationError as error:
         return await _keys_page(
@@ -98,6 +121,8 @@ async def create_key(
         scopes=data.scopes,
         expires_in_days=data.expires_in_days,
         created_by=signed_in.user.id,
+        fields=data.fields,
+        anonymized_only=data.anonymized_only,
     )
     return _secret_page(request, signed_in, key, secret, action="created")
 
