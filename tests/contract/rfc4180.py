@@ -4,7 +4,9 @@ Python's `csv` module (even with `strict=True`) reads more than the RFC allows:
 bare LF or CR as record ends, a missing final line end, quotes that were not
 needed. This reader fails on any of them, and on what the README adds: a
 field is quoted only when it holds a comma, a double quote, CR or LF, and
-every record (the header too) ends in CRLF. Text is UTF-8; the RFC's ASCII
+every record (the header too) ends in CRLF, and a record whose only field is
+empty is `""`, never a blank line (Python's `csv` writes it so, and readers
+skip blank lines). Text is UTF-8; the RFC's ASCII
 TEXTDATA is widened to every other character, as `text/csv; charset=utf-8`
 and RFC 7111 allow.
 """
@@ -31,16 +33,18 @@ def read_strict(document: bytes) -> list[list[str]]:
         record: list[str] = []
         while True:
             quoted = _QUOTED.match(text, position)
+            field = quoted or _PLAIN.match(text, position)
+            assert field is not None  # the plain pattern matches the empty string
+            alone = not record and text.startswith("\r\n", field.end())
             if quoted is not None:
                 value = quoted.group(1).replace('""', '"')
-                if not _NEEDS_QUOTES.search(value):
+                if not _NEEDS_QUOTES.search(value) and not (alone and value == ""):
                     raise NotRfc4180(f"field quoted without need at {position}: {value!r}")
-                position = quoted.end()
             else:
-                plain = _PLAIN.match(text, position)
-                assert plain is not None  # it matches the empty string
-                value = plain.group()
-                position = plain.end()
+                value = field.group()
+                if alone and value == "":
+                    raise NotRfc4180(f'a blank line at {position}: a lone empty field is ""')
+            position = field.end()
             record.append(value)
             if text.startswith(",", position):
                 position += 1
