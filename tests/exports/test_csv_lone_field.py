@@ -13,7 +13,10 @@ import io
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
+from reviewpoint.config import Settings
+from reviewpoint.main import create_app
 from tests.data import create_api_key, insert_users
 
 EXPORT_FULL = "/api/v1/users/export-full"
@@ -34,3 +37,17 @@ def test_a_lone_empty_field_is_quoted_not_a_blank_line(
     records = list(csv.reader(io.StringIO(response.text, newline="")))
     assert len(records) - 1 == int(response.headers["X-Export-Rows"]) == 3
     assert all(len(record) == 1 for record in records)
+
+
+def test_a_lone_empty_pseudonym_is_quoted_not_a_blank_line(settings: Settings, db_url: str) -> None:
+    insert_users(db_url, [("a@example.com", None), ("b@example.com", ""), ("c@example.com", "C")])
+    key = {"X-API-Key": create_api_key(db_url, ["users:export_full"])[1]}
+    changes = {"anonymize_key": SecretStr("k" * 32), "feature_users_export_anonymized": True}
+    with TestClient(create_app(settings.model_copy(update=changes))) as client:
+        params = {"fields": "name", "anonymize": "true"}
+        response = client.get(EXPORT_FULL, params=params, headers=key)
+    assert response.status_code == 200, response.text
+    assert response.content.startswith(b'name\r\n""\r\n""\r\n')
+    records = list(csv.reader(io.StringIO(response.text, newline="")))
+    assert [len(record) for record in records] == [1, 1, 1, 1]
+    assert records[3] != ["C"]  # a pseudonym, not the name

@@ -98,6 +98,8 @@ _PG_RECORD_END = b',"\r"\n'
 
 
 def _pg_column(name: str, kind: ColumnKind, *, excel_safe: bool) -> str:
+    if kind == "pseudonym":
+        return f"nullif({name}, '')"
     if kind == "text":
         if not excel_safe:
             return f"nullif({name}, '')"
@@ -126,6 +128,8 @@ def _pg_record_ends(body: bytes) -> bytes:
 
 def _sqlite_field(name: str, kind: ColumnKind, *, excel_safe: bool) -> tuple[str, list[str]]:
     """One column's printf format and arguments."""
+    if kind == "pseudonym":
+        return "%s", [f"coalesce({name}, '')"]
     if kind == "text":
         guarded = (
             f"CASE WHEN unicode({name}) IN ({_TRIGGERS}, 0) THEN '''' || {name} ELSE {name} END"
@@ -157,8 +161,8 @@ def _sqlite_field(name: str, kind: ColumnKind, *, excel_safe: bool) -> tuple[str
 
 
 def _may_be_a_lone_empty_field(columns: tuple[Column, ...]) -> bool:
-    """One column (`fields=name`) whose empty value would make a blank line."""
-    return len(columns) == 1 and columns[0][1] in ("text", "optional_timestamp")
+    """One column (`fields=name`, anonymized or not) whose empty value would be a blank line."""
+    return len(columns) == 1 and columns[0][1] in ("text", "optional_timestamp", "pseudonym")
 
 
 class CsvFormat:
