@@ -5,7 +5,9 @@
   doubled. UTF-8, no byte-order mark unless asked for (`bom=true`).
 - ids as decimal integers; timestamps as ISO 8601 UTC to the second ending in `Z`
   (`2025-01-08T10:30:00Z`); booleans as `true` / `false`; a missing value is an
-  empty field.
+  empty field, except when it is the record's only field: then it is `""`, as
+  Python's `csv` writes it, since an empty line reads as no field at all (and
+  many readers skip it, losing the record).
 - Formula guard (OWASP "CSV Injection", ASVS 5.0 1.2.10), on unless
   `excel_safe=false`: a text cell (email, name) starting with `=`, `+`, `-`,
   `@`, tab, CR or NUL gets a leading `'`, so a spreadsheet shows it as text
@@ -112,6 +114,11 @@ def _pg_column(name: str, kind: ColumnKind, *, excel_safe: bool) -> str:
     return name
 
 
+def _pg_only_column(expression: str) -> str:
+    """A lone column that may be empty: '' where the SQL has NULL, which COPY writes `""`."""
+    return f"coalesce({expression}, '')"
+
+
 def _pg_record_ends(body: bytes) -> bytes:
     return body.replace(_PG_RECORD_END, b"\r\n")
 
@@ -153,6 +160,11 @@ def _sqlite_field(name: str, kind: ColumnKind, *, excel_safe: bool) -> tuple[str
     return "%d", [name]
 
 
+def _may_be_a_lone_empty_field(columns: tuple[Column, ...]) -> bool:
+    """One column (`fields=name`, anonymized or not) whose empty value would be a blank line."""
+    return len(columns) == 1 and columns[0][1] in ("text", "optional_timestamp", "pseudonym")
+
+
 class CsvFormat:
     name = "csv"
     media_type = "text/csv"
@@ -163,6 +175,8 @@ class CsvFormat:
         selected = ", ".join(
             _pg_column(name, kind, excel_safe=options.excel_safe) for name, kind in columns
         )
+        if _may_be_a_lone_empty_field(columns):
+            selected = _pg_only_column(selected)
         return PgRows(
             select=f"{selected}, E'\\r'",
             copy_options={"format": "csv"},
@@ -175,6 +189,9 @@ class CsvFormat:
             field_format, field_args = _sqlite_field(name, kind, excel_safe=options.excel_safe)
             formats.append(field_format)
             args.extend(field_args)
+        if _may_be_a_lone_empty_field(columns):
+            (cell,) = args
+            args = [f"coalesce(nullif({cell}, ''), '\"\"')"]
         return SqliteRows(f"printf('{','.join(formats)}' || char(13, 10), {', '.join(args)})")
 
     def writer(

@@ -17,6 +17,10 @@ stream (`zipping.py`, with stream-zip).
 - XML 1.0 cannot hold U+0000-U+0008, U+000B, U+000C, U+000E-U+001F, U+FFFE
   and U+FFFF, even escaped: they are removed from text. CR and LF are written
   as `&#13;` and `&#10;` so they survive XML's line-end normalisation.
+- Excel and LibreOffice read `_xHHHH_` in cell text as the character U+HHHH
+  (ECMA-376 Part 1, 22.9.2.19 ST_Xstring): a name `_x000D_` would open as a
+  line break. The `_` that starts one is written as `_x005F_` (an escaped
+  `_`), so the text opens as stored.
 - No formula guard: a string cell is never evaluated.
 
 `XlsxFormat.encode` builds the same workbook from Python values, all at once;
@@ -26,6 +30,7 @@ tests compare the two part by part and read both back with openpyxl.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +50,12 @@ FORBIDDEN = "".join(map(chr, [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20)
 _DELETE_FORBIDDEN = str.maketrans("", "", FORBIDDEN)
 # (character, escape), in the order applied: `&` first.
 _ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("\r", "&#13;"), ("\n", "&#10;"))
+# An `_` that starts an ST_Xstring escape, and what it becomes (`_x005F_` is `_`).
+# After removing the forbidden characters: removing one may join such a sequence.
+_EXCEL_ESCAPE = "_(?=x[0-9A-Fa-f]{4}_)"
+_EXCEL_UNDERSCORE = "_x005F_"
+_EXCEL_ESCAPE_RE = re.compile(_EXCEL_ESCAPE)
+_EXCEL_ESCAPE_BYTES = re.compile(_EXCEL_ESCAPE.encode())
 
 EXCEL_EPOCH = datetime(1899, 12, 30, tzinfo=UTC)
 _EPOCH_TO_EXCEL_SECONDS = 25_569 * 86_400  # 1899-12-30 to 1970-01-01
@@ -73,6 +84,8 @@ _FALSE = '<c t="b"><v>0</v></c>'
 
 def xml_text(text: str) -> str:
     text = text.translate(_DELETE_FORBIDDEN)
+    if "_x" in text:
+        text = _EXCEL_ESCAPE_RE.sub(_EXCEL_UNDERSCORE, text)
     for character, escape in _ESCAPES:
         text = text.replace(character, escape)
     return text
@@ -110,8 +123,12 @@ def row_xml(columns: tuple[Column, ...], row: Row) -> bytes:
 def _pg_text(name: str) -> str:
     # Most text needs no escaping: one regular-expression test spares five
     # replaces (translate() alone, on every value, tripled the export's time).
-    needs_work = sql_text("[&<>\r\n" + FORBIDDEN[1:] + "]")  # no NUL in PostgreSQL text
-    escaped = f"translate({name}, {sql_text(FORBIDDEN[1:])}, '')"
+    # No NUL in PostgreSQL text. Its regular expressions take `(?=...)` as Python's do.
+    needs_work = sql_text(f"[&<>\r\n{FORBIDDEN[1:]}]|{_EXCEL_ESCAPE}")
+    removed = f"translate({name}, {sql_text(FORBIDDEN[1:])}, '')"
+    escaped = (
+        f"regexp_replace({removed}, {sql_text(_EXCEL_ESCAPE)}, {sql_text(_EXCEL_UNDERSCORE)}, 'g')"
+    )
     for character, escape in _ESCAPES:
         escaped = f"replace({escaped}, {sql_text(character)}, {sql_text(escape)})"
     value = f"CASE WHEN {name} ~ {needs_work} THEN {escaped} ELSE {name} END"
@@ -177,7 +194,11 @@ def _sqlite_records(records: bytes) -> bytes:
     if _NONCHARACTER_LEAD in records:
         for noncharacter in _NONCHARACTERS:
             records = records.replace(noncharacter, b"")
-    return records.translate(_UNMARK, _FORBIDDEN_BYTES)
+    records = records.translate(_UNMARK, _FORBIDDEN_BYTES)
+    # The markup holds no `_x`; the text's escapes are ASCII, whole in UTF-8.
+    if b"_x" in records:
+        records = _EXCEL_ESCAPE_BYTES.sub(_EXCEL_UNDERSCORE.encode(), records)
+    return records
 
 
 def _sqlite_seconds(name: str) -> str:
