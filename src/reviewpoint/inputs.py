@@ -28,9 +28,15 @@ PageOffset = Annotated[int, Query(ge=0, le=INT32_MAX)]
 
 
 class InputModel(BaseModel):
-    """Base of every JSON request body: unknown fields and NUL in any string field are 422."""
+    """Base of every JSON request body: unknown fields, NUL in any string field and a
+    value of another JSON type than the schema says are 422.
 
-    model_config = ConfigDict(extra="forbid")
+    Strict: pydantic's lax mode took `0` for `false`, `false` for `0` and `"30"` for
+    `30`, so bodies the OpenAPI schema calls invalid were accepted (schema fuzzing
+    found `{"anonymized_only": 0}` and `{"grace_minutes": false}` creating keys).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     # "before": NUL is refused with one message, ahead of other checks (an email
     # validator's own complaint would quote the characters it rejects).
