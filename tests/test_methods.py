@@ -14,6 +14,8 @@ PATHS = [
     ("/api/v1/api-keys/7", "DELETE, OPTIONS"),
     ("/api/v1/features/users:export", "DELETE, PUT, OPTIONS"),
     ("/api/v1/users/export", "GET, OPTIONS"),
+    # A fixed path beside /api/v1/features/{name}: its own methods only.
+    ("/api/v1/features/changes", "GET, OPTIONS"),
 ]
 
 

@@ -16,6 +16,8 @@ Requests the router accepts pass untouched and cost nothing extra. Pure ASGI.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -55,10 +57,31 @@ class AllowedMethodsMiddleware:
 
 
 def allowed_methods(routes: list[BaseRoute], scope: Scope) -> list[str]:
-    """Every method some route fully matches at this scope's path, sorted."""
-    allowed = []
+    """Every method a route serves at this scope's path, sorted.
+
+    A fixed path names its own resource: /api/v1/features/changes is GET only,
+    though PUT there reaches /api/v1/features/{name} (and its 404 for an
+    unknown flag). Routes with path parameters count only where no fixed one matches.
+    """
+    fixed: list[str] = []
+    templated: list[str] = []
+    flat = list(_flatten(routes))
     for method in _METHODS:
         probe = {**scope, "method": method}
-        if any(route.matches(probe)[0] == Match.FULL for route in routes):
-            allowed.append(method)
-    return allowed
+        for route in flat:
+            match, child = route.matches(probe)
+            if match == Match.FULL:
+                (templated if child.get("path_params") else fixed).append(method)
+                break
+    return fixed or templated
+
+
+def _flatten(routes: list[BaseRoute]) -> Iterator[BaseRoute]:
+    # FastAPI keeps an included router whole (its routes carry the full path),
+    # and answers `matches` for it without the path parameters of the route inside.
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _flatten(included.routes)
+        else:
+            yield route
