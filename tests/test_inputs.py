@@ -256,3 +256,13 @@ def test_rotation_grace_of_another_json_type_is_422(
         f"{API_KEYS}/{key_id}/rotate", json={"grace_minutes": False}, headers=admin
     )
     assert _locs(response) == [["body", "grace_minutes"]]
+
+
+def test_whole_number_written_as_a_float_is_an_integer(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    # JSON Schema counts 2.0 as an integer, so the API does too; 2.5 is not one.
+    body = {"name": "k", "scopes": ["users:export"], "expires_in_days": 2.0}
+    assert client.post(API_KEYS, json=body, headers=admin).status_code == 201
+    body["expires_in_days"] = 2.5
+    assert _locs(client.post(API_KEYS, json=body, headers=admin)) == [["body", "expires_in_days"]]

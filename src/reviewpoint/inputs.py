@@ -11,11 +11,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 from urllib.parse import parse_qsl
 
 from fastapi import Path, Query
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from reviewpoint.errors import validation_error_response
@@ -27,16 +28,38 @@ RowId = Annotated[int, Path(ge=1, le=INT32_MAX)]
 PageOffset = Annotated[int, Query(ge=0, le=INT32_MAX)]
 
 
+# What `_no_nul` enforces, in the schema of every string without a rule of its own
+# (an enum, a format or a pattern already excludes NUL).
+NO_NUL_PATTERN = "^[^\\u0000]*$"
+
+
+def _no_nul_pattern(schema: Any) -> None:
+    if isinstance(schema, list):
+        for item in schema:
+            _no_nul_pattern(item)
+        return
+    if not isinstance(schema, dict):
+        return
+    if schema.get("type") == "string" and not {"enum", "format", "pattern"} & schema.keys():
+        schema["pattern"] = NO_NUL_PATTERN
+    for value in schema.values():
+        _no_nul_pattern(value)
+
+
 class InputModel(BaseModel):
     """Base of every JSON request body: unknown fields, NUL in any string field and a
-    value of another JSON type than the schema says are 422.
+    value of another JSON type than the schema states are 422.
 
-    Strict: pydantic's lax mode took `0` for `false`, `false` for `0` and `"30"` for
-    `30`, so bodies the OpenAPI schema calls invalid were accepted (schema fuzzing
-    found `{"anonymized_only": 0}` and `{"grace_minutes": false}` creating keys).
+    JSON types: pydantic's lax mode took `0` for `false`, `false` for `0` and `"30"`
+    for `30`, so bodies the OpenAPI schema calls invalid were accepted (schema fuzzing
+    found `{"anonymized_only": 0}` and `{"grace_minutes": false}` creating keys). Its
+    strict mode would refuse `2.0`, which JSON Schema counts as an integer: the check
+    below refuses exactly the other JSON types.
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra=lambda schema: _no_nul_pattern(schema)
+    )
 
     # "before": NUL is refused with one message, ahead of other checks (an email
     # validator's own complaint would quote the characters it rejects).
@@ -46,6 +69,22 @@ class InputModel(BaseModel):
         if isinstance(value, str) and "\x00" in value:
             raise ValueError(NUL_MESSAGE)
         return value
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _json_type(cls, value: object, info: ValidationInfo) -> object:
+        declared = _scalar_types(cls.model_fields[info.field_name or ""].annotation)
+        if bool in declared and value is not None and not isinstance(value, bool):
+            raise ValueError("must be true or false")
+        if int in declared and isinstance(value, bool | str):
+            raise ValueError("must be a JSON integer")
+        return value
+
+
+def _scalar_types(annotation: object) -> set[object]:
+    """`bool` and `int` among a field's declared types (`int | None` -> {int, None})."""
+    members = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
+    return set(members) if members else {annotation}
 
 
 class NulGuardMiddleware:

@@ -36,10 +36,12 @@ class ApiKeyCreate(InputModel):
         description=FIELDS_DESCRIPTION,
         examples=[["id", "name", "created_at"]],
         # What `_known_fields` enforces, said in the schema (it checks, with its message).
+        # Names as written: the blanks it also strips (for the CLI's "id, email") stay
+        # out of the schema, or two spellings of one name would pass `uniqueItems`.
         json_schema_extra={
             "minItems": 1,
             "uniqueItems": True,
-            "items": {"type": "string", "pattern": f"^\\s*({'|'.join(CHOOSABLE)})\\s*$"},
+            "items": {"type": "string", "pattern": f"^({'|'.join(CHOOSABLE)})$"},
         },
     )
     anonymized_only: bool = Field(default=False, description=ANONYMIZED_ONLY_DESCRIPTION)
