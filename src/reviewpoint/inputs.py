@@ -24,6 +24,13 @@ from reviewpoint.errors import validation_error_response
 INT32_MAX = 2**31 - 1
 NUL_MESSAGE = "must not contain NUL characters"
 
+# 1 to INT32_MAX in decimal, leading zeros allowed: the ids `isdecimal()` checks
+# take, as a JSON Schema pattern (which has no numeric bounds for text).
+POSITIVE_INT32_PATTERN = (
+    "0*([1-9][0-9]{0,8}|1[0-9]{9}|20[0-9]{8}|21[0-3][0-9]{7}|214[0-6][0-9]{6}"
+    "|2147[0-3][0-9]{5}|21474[0-7][0-9]{4}|214748[0-2][0-9]{3}|2147483[0-5][0-9]{2}"
+    "|21474836[0-3][0-9]|214748364[0-7])"
+)
 RowId = Annotated[int, Path(ge=1, le=INT32_MAX)]
 PageOffset = Annotated[int, Query(ge=0, le=INT32_MAX)]
 

@@ -50,6 +50,6 @@ def test_operation_answers_as_documented_over_http(
 ) -> None:
     if targets_admin(case.path_parameters, credentials.admin_id):
         reject()
-    for headers in credentials.headers.values():
+    for headers in credentials.for_next_case():
         response: Any = case.call_and_validate(base_url=server.url, headers=headers)
         assert response.request.url.startswith("http://127.0.0.1:")

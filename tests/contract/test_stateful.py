@@ -34,7 +34,7 @@ STEPS = 8
 
 def test_linked_operations_keep_their_promises(settings: Settings) -> None:
     credentials = make_credentials(settings)
-    admin = credentials.headers["admin token"]
+    admin = credentials.admin
 
     class AdminScenarios(SCHEMA.as_state_machine()):  # type: ignore[misc]
         def before_call(self, case: Case) -> None:
