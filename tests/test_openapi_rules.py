@@ -130,3 +130,17 @@ def test_every_export_format_documents_its_records(document: dict[str, Any]) -> 
         for media in content.values():
             assert media["schema"]["type"] == "array"
             assert media["schema"]["items"]["additionalProperties"] is False
+
+
+@pytest.mark.parametrize("field", ["username", "password"])
+@pytest.mark.parametrize("value", ["", "a\x00b"])
+def test_login_form_documents_what_it_refuses(
+    client: TestClient, document: dict[str, Any], field: str, value: str
+) -> None:
+    form = document["components"]["schemas"]["Body_login_api_v1_auth_login_post"]
+    rule = form["properties"][field]
+    assert len(value) < rule["minLength"] or not re.match(rule["pattern"], value)
+    data = {"username": "someone@example.com", "password": "long-enough-1", field: value}
+    response = client.post("/api/v1/auth/login", data=data)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", field]
