@@ -36,12 +36,6 @@ def _query_schema(document: dict[str, Any], path: str, name: str) -> dict[str, A
     return schema
 
 
-def test_minimal_export_offers_no_parameter_it_refuses(document: dict[str, Any]) -> None:
-    names = {p["name"] for p in document["paths"]["/api/v1/users/export"]["get"]["parameters"]}
-    assert "cursor" not in names and "fields" not in names
-    assert "format" in names
-
-
 @pytest.mark.parametrize(
     ("value", "status"), [("CsV", 200), ("NDJSON", 200), ("xml", 400), ("csv ", 400)]
 )

@@ -61,8 +61,9 @@ FUZZ_SETTINGS = hypothesis_settings(
 # A schema-valid request gets 2xx, 3xx, 401, 403, 404, 409, 429 or 5xx (the
 # positive_data_acceptance defaults), except where no schema can rule it out:
 _ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
-# `bom` and `excel_safe` apply to CSV alone and a `fields` name may not repeat:
-# rules across parameters, or within one list, which OpenAPI cannot state (400).
+# `bom` and `excel_safe` apply to CSV alone, a `fields` name may not repeat, and
+# /export documents `cursor` and `fields` as parameters it refuses: rules across
+# parameters, or within one list, which OpenAPI cannot state (400).
 _EXPORTS = [*_ACCEPTED, "400"]
 # And `cursor` is opaque: only the server knows which strings it issued (422).
 # /export, without `cursor`, keeps 422 a failure for every shared parameter.

@@ -120,8 +120,11 @@ def sync_since(
 def refuse_on_minimal(
     cursor: Annotated[
         str | None,
-        # Refused, so not offered: the schema lists what a request may hold.
-        Query(include_in_schema=False),
+        Query(
+            description="Not accepted here (400): incremental sync is on `/export-full`.",
+            examples=[CURSOR_EXAMPLE],
+            openapi_examples={"example": {"value": CURSOR_EXAMPLE}},
+        ),
     ] = None,
 ) -> None:
     """Route dependency of the minimal export: a sync must see deletions, which

@@ -272,8 +272,12 @@ class FullExportParameters(ExportParameters):
 def refuse_fields_on_minimal(
     fields: Annotated[
         str | None,
-        # Refused, so not offered: the schema lists what a request may hold.
-        Query(include_in_schema=False),
+        Query(
+            description="Not accepted here (400): the minimal export always has "
+            "`id,email,name`; `fields` is on `/export-full`.",
+            examples=["id,email"],
+            openapi_examples={"example": {"value": "id,email"}},
+        ),
     ] = None,
 ) -> None:
     """Route dependency of the minimal export: a column choice it would silently ignore
