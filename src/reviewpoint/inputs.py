@@ -64,9 +64,7 @@ class InputModel(BaseModel):
     below refuses exactly the other JSON types.
     """
 
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra=lambda schema: _no_nul_pattern(schema)
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_nul_pattern)
 
     # "before": NUL is refused with one message, ahead of other checks (an email
     # validator's own complaint would quote the characters it rejects).
