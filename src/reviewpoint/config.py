@@ -123,6 +123,7 @@ class Settings(BaseSettings):
     feature_users_export_alive: bool | None = None
     feature_users_export_simple: bool | None = None
     feature_users_export_anonymized: bool | None = None
+    feature_console: bool | None = None
 
     # Seconds between two reads of the admins' overrides in each worker: a change
     # reaches every worker within this plus one query, without a query per request.

@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import quote
 
 import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, MetaData, event
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, ExceptionContext, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -97,6 +98,31 @@ def _install_sqlite_transactions(engine: AsyncEngine) -> None:
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+# SQLite result codes after which a connection may hold a stale view of which
+# file it has open and how: read-only (opened while the file could not be
+# written, or the file was moved away: SQLITE_READONLY_DBMOVED), cannot open,
+# not a database. A new connection sees the file as it is now. Not I/O errors,
+# a full disk or corruption: a new connection would not fix those, and closing
+# the last one gives up the WAL index that lets reads go on meanwhile.
+_SQLITE_REOPEN_CODES = frozenset({8, 14, 26})
+
+
+def _install_sqlite_reopening(engine: AsyncEngine) -> None:
+    """Discard the pool's SQLite connections after an error the file caused.
+
+    Otherwise a server that started while its file was read-only keeps its
+    read-only connections, and refuses every write, until it is restarted.
+    SQLAlchemy treats the error as a disconnect: the connection is closed, the
+    rest of the pool is replaced as it is next used, and the request gets a 503.
+    """
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> None:
+        code = getattr(context.original_exception, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in _SQLITE_REOPEN_CODES:
+            context.is_disconnect = True
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # Statement parameters never reach logs or error messages: they hold emails,
     # password hashes and API-key digests.
@@ -104,6 +130,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url, **kwargs)
         _install_sqlite_transactions(engine)
+        _install_sqlite_reopening(engine)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
@@ -118,12 +145,48 @@ EXPORT_STATEMENT_TIMEOUT_MS = 300_000
 BACKGROUND_GRACE_SECONDS = 5.0
 
 
+# The server's limits cannot fire when it stops answering without closing the
+# connection (a network partition, a frozen host): asyncpg would wait forever
+# on a pooled connection's ping and 60 s on a new one. Client-side bounds turn
+# that into a 503: connecting gets CONNECT_TIMEOUT_SECONDS, a statement the
+# server's statement timeout plus a margin, so the server's own clearer error
+# wins whenever it can still answer.
+CONNECT_TIMEOUT_SECONDS = 5.0
+COMMAND_MARGIN_SECONDS = 2.0
+
+
 def _postgres_limits(statement_ms: int, idle_ms: int) -> dict[str, Any]:
     settings = {
         "statement_timeout": str(statement_ms),
         "idle_in_transaction_session_timeout": str(idle_ms),
     }
-    return {"connect_args": {"server_settings": settings}}
+    return {
+        "connect_args": {
+            "server_settings": settings,
+            "timeout": CONNECT_TIMEOUT_SECONDS,
+            "command_timeout": statement_ms / 1000 + COMMAND_MARGIN_SECONDS,
+        }
+    }
+
+
+def existing_sqlite_file(url: str) -> str:
+    """A SQLite URL that opens its file only if it exists (SQLite's `mode=rw`).
+
+    SQLite creates a missing file on connect. A server whose volume is not
+    mounted (the empty mount point is there) would make an empty database,
+    answer 500 (no such table) and call itself ready; with `mode=rw` it answers
+    503 until the file is back, then serves without a restart. Migrations
+    still create files: they use `create_engine` directly.
+    """
+    parsed = make_url(url)
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or path in (None, "", ":memory:"):
+        return url
+    if parsed.query.get("uri") == "true" or path.startswith("file:"):
+        return url
+    return parsed.set(
+        database=f"file:{quote(path)}", query={**parsed.query, "mode": "rw", "uri": "true"}
+    ).render_as_string(hide_password=False)
 
 
 class Database:
@@ -147,7 +210,7 @@ class Database:
         export_pool = settings.export_slots * settings.connections_per_export
         request_pool = settings.db_pool_size - export_pool
         self.engine = create_engine(
-            settings.db_url,
+            existing_sqlite_file(settings.db_url),
             pool_size=request_pool,
             max_overflow=0,
             pool_timeout=settings.db_pool_timeout,
@@ -160,7 +223,7 @@ class Database:
         # A snapshot may idle while its client reads, but never outlive the
         # export's own time limit, even if this process wedges.
         self.export_engine = create_engine(
-            settings.export_db_url or settings.db_url,
+            existing_sqlite_file(settings.export_db_url or settings.db_url),
             pool_size=export_pool,
             max_overflow=0,
             pool_timeout=settings.db_pool_timeout,
@@ -176,10 +239,15 @@ class Database:
             None
             if settings.export_db_url is None
             else create_engine(
-                settings.export_db_url,
+                existing_sqlite_file(settings.export_db_url),
                 pool_size=1,
                 max_overflow=0,
                 pool_timeout=settings.db_pool_timeout,
+                **(
+                    _postgres_limits(REQUEST_STATEMENT_TIMEOUT_MS, REQUEST_IDLE_IN_TRANSACTION_MS)
+                    if postgres
+                    else {}
+                ),
             )
         )
         self._background: dict[str, asyncio.Task[None]] = {}

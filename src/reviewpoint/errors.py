@@ -133,8 +133,16 @@ async def _render_http_exception(request: Request, exc: Exception) -> Response:
 async def _render_database_down(request: Request, exc: Exception) -> JSONResponse:
     # A lost or refused database connection is the operator's problem, not the
     # client's: say so with 503 so load balancers and clients retry later.
-    log.error("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
-    busy = ServiceUnavailable("Database unavailable", retry_after=BUSY_RETRY_AFTER)
+    if _sqlstate(exc) in _CONFLICT_SQLSTATES:
+        # Routine under concurrent writes, not an outage: no traceback.
+        log.warning("database conflict (SQLSTATE %s): retry later", _sqlstate(exc))
+        busy = ServiceUnavailable(
+            "Database busy: the transaction conflicted with another; retry",
+            retry_after=BUSY_RETRY_AFTER,
+        )
+    else:
+        log.error("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
+        busy = ServiceUnavailable("Database unavailable", retry_after=BUSY_RETRY_AFTER)
     return await _render_app_error(request, busy)
 
 
@@ -143,6 +151,11 @@ async def _render_database_down(request: Request, exc: Exception) -> JSONRespons
 # unknown database (3D), insufficient resources such as too many connections (53),
 # operator intervention such as a shutdown or terminated backend (57).
 _UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "28", "3D", "53", "57"})
+# A transaction PostgreSQL rolled back to settle a conflict with another one
+# (serialization failure, deadlock): the same request succeeds when retried,
+# so it is transient like an outage. Not all of class 40: 40002 is a broken
+# integrity constraint, a wrong statement.
+_CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
 
 
 # SQLite result codes that mean the file cannot serve (busy, locked, out of
@@ -157,7 +170,8 @@ def is_database_unavailable(error: BaseException) -> bool:
     asyncpg reports a missing database, a bad password or a full server as a
     plain DBAPIError, and errors of its own COPY (the export path) unwrapped:
     only the SQLSTATE tells an outage from a bug. sqlite3 reports both kinds as
-    OperationalError: only its result code tells them apart.
+    OperationalError: only its result code tells them apart. A deadlock or a
+    serialization failure counts as unavailable too: retried, the request succeeds.
     """
     if isinstance(error, DBAPIError):
         if error.connection_invalidated:
@@ -170,8 +184,14 @@ def is_database_unavailable(error: BaseException) -> bool:
         OperationalError | InterfaceError | OSError | PoolTimeout | asyncpg.InterfaceError,
     ):
         return True
-    sqlstate = getattr(getattr(error, "orig", None) or error, "sqlstate", None) or ""
-    return sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
+    sqlstate = _sqlstate(error)
+    return sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES or sqlstate in _CONFLICT_SQLSTATES
+
+
+def _sqlstate(error: BaseException) -> str:
+    """The SQLSTATE of a PostgreSQL error, wrapped by SQLAlchemy or not; '' otherwise."""
+    sqlstate = getattr(getattr(error, "orig", None) or error, "sqlstate", None)
+    return sqlstate if isinstance(sqlstate, str) else ""
 
 
 async def _render_database_error(request: Request, exc: Exception) -> JSONResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from typing import Literal
@@ -16,6 +17,11 @@ from reviewpoint.errors import BUSY_RETRY_AFTER, ServiceUnavailable
 
 router = APIRouter(prefix="/api/v1/health", tags=["Health"])
 log = logging.getLogger("reviewpoint.health")
+# A healthy database answers the ping in milliseconds. One that does not answer
+# at all (a partition, a frozen host) is reported down after this, plus the 2 s
+# SQLAlchemy gives the abandoned connection to close: about 5 s, where without
+# a bound each probe would hang and hold a request connection for good.
+PROBE_SECONDS = 3.0
 # The ping talks to the driver directly, so its errors come unwrapped too.
 DATABASE_ERRORS = (
     SQLAlchemyError,
@@ -62,7 +68,8 @@ async def ready(database: DatabaseDep) -> HealthStatus:
 
 async def _answers(database: Database, *, replica: bool) -> bool:
     try:
-        await database.ping(replica=replica)
+        async with asyncio.timeout(PROBE_SECONDS):
+            await database.ping(replica=replica)
     except DATABASE_ERRORS as error:
         # Only the database's failures: a bug here should be a 500, not "not ready".
         log.warning("not ready: %s %r", "export replica" if replica else "database", error)

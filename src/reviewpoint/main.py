@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from reviewpoint import __version__
+from reviewpoint import __version__, console
 from reviewpoint.admission.gate import Admission
 from reviewpoint.api_keys.router import router as api_keys_router
 from reviewpoint.audit import service as audit
@@ -96,6 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(NoStoreMiddleware)
+    # The operator console's pages, static files and their security headers.
+    console.install(app)
     if metrics is not None:
         # Outermost: it counts the statuses clients get, RequestIdMiddleware's 500s too.
         app.add_middleware(RequestMetricsMiddleware, metrics=metrics)

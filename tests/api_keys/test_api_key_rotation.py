@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text, update
 
 from reviewpoint.api_keys.models import ApiKey
+from reviewpoint.auth.deps import KEY_ON_BEARER_ROUTE
 from reviewpoint.config import Settings
 from reviewpoint.db import create_engine, utcnow
 from tests.data import bearer_headers, create_api_key, insert_user
@@ -262,5 +263,5 @@ def test_rotate_as_non_admin_is_403_and_issues_nothing(
 def test_rotate_does_not_accept_the_key_itself(client: TestClient, db_url: str) -> None:
     key_id, secret = create_api_key(db_url, ["users:export_full"])
     response = client.post(_rotate_path(key_id), headers={"X-API-Key": secret})
-    assert response.status_code == 401
-    assert "Bearer" in response.headers["WWW-Authenticate"]
+    assert response.status_code == 403
+    assert response.json() == {"detail": KEY_ON_BEARER_ROUTE}

@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+from reviewpoint.auth.deps import KEY_ON_BEARER_ROUTE
 from reviewpoint.config import Settings
 from reviewpoint.db import create_engine
 from tests.data import API_KEY_PUBLIC_FIELDS as PUBLIC_FIELDS
@@ -277,4 +278,45 @@ def test_api_keys_api_does_not_accept_an_api_key(
 ) -> None:
     key_id, secret = create_api_key(db_url, ["users:export_full"])
     response = _request(client, method, key_id, {"X-API-Key": secret})
-    assert response.status_code == 401
+    # The wrong kind of credential: 403, not a 401 challenge the key cannot meet.
+    assert response.status_code == 403
+    assert response.json() == {"detail": KEY_ON_BEARER_ROUTE}
+    assert "WWW-Authenticate" not in response.headers
+
+
+# A key issued over HTTP stands on its issuer (api_keys.service.find_live)
+
+
+def test_a_key_stops_with_its_issuers_deactivation_and_returns_with_their_reactivation(
+    client: TestClient, settings: Settings, admin: dict[str, str], db_url: str
+) -> None:
+    issuer_id = insert_user(db_url, "issuer@example.com", is_admin=True)
+    issued = client.post(API_KEYS, json=_new_key(), headers=bearer_headers(settings, issuer_id))
+    key = {"X-API-Key": issued.json()["secret"]}
+    assert client.get(EXPORT_FULL, headers=key).status_code == 200
+
+    issuer = f"/api/v1/users/{issuer_id}"
+    assert client.patch(issuer, json={"is_active": False}, headers=admin).status_code == 200
+    refused = client.get(EXPORT_FULL, headers=key)
+    assert refused.status_code == 401
+    assert refused.json() == {"detail": "Invalid, expired or revoked API key"}
+    # Not revoked: the listing still shows it live, and it works again with its issuer.
+    assert client.get(API_KEYS, headers=admin).json()[0]["revoked_at"] is None
+    assert client.patch(issuer, json={"is_active": True}, headers=admin).status_code == 200
+    assert client.get(EXPORT_FULL, headers=key).status_code == 200
+
+
+def test_a_rotation_by_another_admin_keeps_the_integration_past_the_issuers_departure(
+    client: TestClient, settings: Settings, admin: dict[str, str], db_url: str
+) -> None:
+    issuer_id = insert_user(db_url, "issuer@example.com", is_admin=True)
+    issued = client.post(API_KEYS, json=_new_key(), headers=bearer_headers(settings, issuer_id))
+    rotated = client.post(f"{API_KEYS}/{issued.json()['id']}/rotate", headers=admin)
+    assert rotated.status_code == 201
+    assert client.delete(f"/api/v1/users/{issuer_id}", headers=admin).status_code == 204
+    assert (
+        client.get(EXPORT_FULL, headers={"X-API-Key": issued.json()["secret"]}).status_code == 401
+    )
+    assert (
+        client.get(EXPORT_FULL, headers={"X-API-Key": rotated.json()["secret"]}).status_code == 200
+    )

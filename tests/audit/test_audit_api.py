@@ -54,8 +54,8 @@ def test_the_audit_is_for_administrators_only(
     anonymous = client.get(AUDIT)
     assert anonymous.status_code == 401
     assert "WWW-Authenticate" in anonymous.headers
-    # An export key is no admin credential.
-    assert client.get(AUDIT, headers={"X-API-Key": key}).status_code == 401
+    # An export key is no admin credential: the wrong kind, so 403.
+    assert client.get(AUDIT, headers={"X-API-Key": key}).status_code == 403
     plain = client.get(AUDIT, headers=bearer_headers(settings, user_id))
     assert plain.status_code == 403
     assert plain.json() == {"detail": "Administrator privileges required"}

@@ -30,6 +30,7 @@ from reviewpoint.exports.anonymize import (
     Anonymization,
     PseudonymKey,
     pseudonym_email,
+    pseudonym_kinds,
     pseudonym_name,
     start_of_day,
 )
@@ -109,7 +110,7 @@ def _reference(
     db_url: str, format_name: str, spec: ExportSpec, anonymization: Anonymization
 ) -> bytes:
     """The document the format's Python encoder writes from the reference pseudonyms."""
-    names = {"id", *spec.header}
+    names = {"id", "email", *spec.header}
     rows = [
         anonymization.row(spec.columns, {name: getattr(user, name) for name in names})
         for user in live_users(db_url)
@@ -162,10 +163,10 @@ def test_reference_pseudonyms_look_like_an_address_and_a_name() -> None:
     key = PseudonymKey(KEY)
     digest = hmac.digest(KEY.encode(), b"ann@example.com", "sha256")
     assert pseudonym_email(key, "Ann@Example.COM") == f"u-{digest[:10].hex()}@example.invalid"
-    name_digest = hmac.digest(KEY.encode(), b"name:42", "sha256")
-    assert pseudonym_name(key, 42, "Ann") == f"User {name_digest[:6].hex()}"
-    assert pseudonym_name(key, 42, None) is None
-    assert pseudonym_name(key, 42, "") == ""
+    # The name's pseudonym is the next 6 bytes of the same HMAC: one per user.
+    assert pseudonym_name(key, "Ann@Example.COM", "Ann") == f"User {digest[10:16].hex()}"
+    assert pseudonym_name(key, "ann@example.com", None) is None
+    assert pseudonym_name(key, "ann@example.com", "") == ""
     # Only ASCII letters fold, as in the unique index: these are two addresses.
     assert pseudonym_email(key, "ÄRGER@x.org") != pseudonym_email(key, "ärger@x.org")
 
@@ -206,7 +207,7 @@ def test_every_format_holds_the_reference_pseudonyms_and_no_real_email_or_name(
         user = stored[int(str(record["id"]))]
         assert record["email"] == pseudonym_email(key, user.email) != user.email
         if user.name:
-            assert record["name"] == pseudonym_name(key, user.id, user.name) != user.name
+            assert record["name"] == pseudonym_name(key, user.email, user.name) != user.name
         else:
             assert record["name"] in (None, "")
     # Not even inside another value: no stored address anywhere in the document.
@@ -417,7 +418,7 @@ def test_postgres_chunks_carry_no_key_in_their_copy_text(db_url: str) -> None:
         engine = create_engine(db_url)
         try:
             async with shared_snapshot(engine, 1) as [connection]:
-                rows = FORMATS["csv"].pg_rows(FULL.columns, Options())
+                rows = FORMATS["csv"].pg_rows(pseudonym_kinds(FULL.columns), Options())
                 anonymized = Anonymized(columns=FULL.columns, anonymization=_anonymization())
                 reader = await PostgresChunks.on(connection, Filters(), rows, anonymized=anonymized)
                 # The settings the COPY reads are there, set by bind parameters.
@@ -434,29 +435,33 @@ def test_postgres_chunks_carry_no_key_in_their_copy_text(db_url: str) -> None:
     text, plan = asyncio.run(run())
     for material in _key_material(KEY):
         assert material not in text
-    # Two HMACs of two SHA-256 each, once per row: the format's SQL, which names
-    # `email` several times, reads them from the fenced derived table, in id order.
-    assert "\n".join(plan).count("sha256(") == 4
+    # One HMAC of two SHA-256, once per row: the format's SQL, which names
+    # `email` and `name`, reads them from the fenced derived table, in id order.
+    assert "\n".join(plan).count("sha256(") == 2
     assert plan[0].startswith("Subquery Scan on users")
     assert not any("Sort" in line for line in plan)
 
 
-def test_sqlite_computes_each_pseudonym_once_per_row(
+def test_sqlite_computes_one_pseudonym_per_row(
     db_url: str, client: TestClient, full_key: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     insert_users(db_url, [(f"=u{n}@example.com", f"-n{n}") for n in range(20)])
     calls: list[str] = []
+    registered = anonymize_sql.sqlite_functions
 
-    def counted(function: Callable[..., str | None]) -> Callable[..., str | None]:
-        def call(*arguments: Any) -> str | None:
-            calls.append(function.__name__)
-            return function(*arguments)
+    def counted_functions(anonymization: Anonymization) -> list[tuple[str, int, Any]]:
+        def counted(function: Callable[..., str]) -> Callable[..., str]:
+            def call(*arguments: Any) -> str:
+                calls.append(function.__name__)
+                return function(*arguments)
 
-        return call
+            return call
 
-    monkeypatch.setattr(anonymize_sql, "pseudonym_email", counted(pseudonym_email))
-    monkeypatch.setattr(anonymize_sql, "pseudonym_name", counted(pseudonym_name))
-    # CSV's SQL names each text column most often (quoting, the formula guard).
+        return [(name, n, counted(function)) for name, n, function in registered(anonymization)]
+
+    monkeypatch.setattr(anonymize_sql, "sqlite_functions", counted_functions)
+    # CSV's SQL names each text column most often (quoting, the formula guard),
+    # and the email and the name both come from the one pseudonym.
     _get(client, full_key, EXPORT, anonymize="true")
     expected = 20 if db_url.startswith("sqlite") else 0  # PostgreSQL hashes in SQL
-    assert calls.count("pseudonym_email") == calls.count("pseudonym_name") == expected
+    assert len(calls) == expected

@@ -96,11 +96,13 @@ PRECEDENCE: dict[str, tuple[dict[str, str], set[str]]] = {
         ALL - {"users:export_full"},
     ),
     "one-feature-on-is-a-no-op": ({"REVIEWPOINT_FEATURE_USERS_EXPORT": "true"}, ALL),
-    "family-off": ({"REVIEWPOINT_FEATURE_USERS": "false"}, set()),
+    # The `users` family: the console is a family of its own.
+    "family-off": ({"REVIEWPOINT_FEATURE_USERS": "false"}, {"console"}),
+    "console-off": ({"REVIEWPOINT_FEATURE_CONSOLE": "false"}, ALL - {"console"}),
     "family-on": ({"REVIEWPOINT_FEATURE_USERS": "true"}, ALL),
     "family-off-one-feature-on": (
         {"REVIEWPOINT_FEATURE_USERS": "false", "REVIEWPOINT_FEATURE_USERS_EXPORT_ALIVE": "true"},
-        {"users:export_alive"},
+        {"users:export_alive", "console"},
     ),
     "family-on-one-feature-off": (
         {"REVIEWPOINT_FEATURE_USERS": "true", "REVIEWPOINT_FEATURE_USERS_EXPORT": "false"},
@@ -114,7 +116,7 @@ PRECEDENCE: dict[str, tuple[dict[str, str], set[str]]] = {
     # 3 beats 4: the family setting decides the features the list does not name.
     "family-on-beats-allow-list-for-the-rest": (
         {"REVIEWPOINT_FEATURE_USERS": "true", "REVIEWPOINT_FEATURES": "users:export"},
-        ALL,
+        ALL - {"console"},
     ),
     # 1 beats 2: a feature's own variable decides even when the list names it.
     "own-off-beats-allow-list": (

@@ -202,7 +202,7 @@ def test_an_unknown_flag_is_404_listing_the_known_ones(
     assert response.status_code == 404
     assert response.json() == {
         "detail": f"Unknown feature '{name}'; known: users:export, users:export_full, "
-        "users:export_alive, users:export_simple, users:export_anonymized"
+        "users:export_alive, users:export_simple, users:export_anonymized, console"
     }
     assert recorded_changes(db_url) == []
 

@@ -17,7 +17,7 @@ from tests.test_cli import assert_ok, cli, one_line_error
 
 KNOWN = (
     "known: users:export, users:export_full, users:export_alive, users:export_simple, "
-    "users:export_anonymized"
+    "users:export_anonymized, console"
 )
 CHANGES = ("enable", "disable", "reset")
 

@@ -10,17 +10,14 @@ from fastapi import APIRouter, Body, status
 from reviewpoint.api_keys import service
 from reviewpoint.api_keys.models import ApiKey
 from reviewpoint.api_keys.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, ApiKeyRotate
-from reviewpoint.auth.deps import CurrentAdmin
+from reviewpoint.auth.deps import BEARER_ERRORS, CurrentAdmin
 from reviewpoint.db import Session
 from reviewpoint.inputs import RowId
 
 router = APIRouter(
     prefix="/api/v1/api-keys",
     tags=["API keys"],
-    responses={
-        401: {"description": "Missing or invalid token"},
-        403: {"description": "Not an administrator"},
-    },
+    responses=BEARER_ERRORS,
 )
 
 

@@ -194,14 +194,32 @@ async def _original_expiry(session: AsyncSession, key: ApiKey) -> datetime | Non
 
 
 async def find_live(session: AsyncSession, *, secret: str) -> ApiKey | None:
-    """The live key this secret belongs to, or None. Writes nothing."""
+    """The live key this secret belongs to, or None. Writes nothing.
+
+    A key issued over HTTP stands on its issuer (`created_by`, the admin who
+    issued or last rotated it, the one person shown its secret): it works only
+    while that user is live, active and an administrator, so deactivating,
+    deleting or demoting an admin also ends the keys they could have copied,
+    and restoring the admin restores them. Keys made with the CLI have no
+    issuer. One indexed query still: the issuer comes by primary key.
+    """
     prefix = security.api_key_prefix(secret)
     if prefix is None:
         return None
-    key = await session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
-    if key is None or not security.api_key_matches(secret, key.secret_hash):
+    statement = (
+        select(ApiKey, User.is_active, User.is_admin, User.is_deleted)
+        .outerjoin(User, ApiKey.created_by == User.id)
+        .where(ApiKey.prefix == prefix)
+    )
+    row = (await session.execute(statement)).first()
+    if row is None:
+        return None
+    key, issuer_active, issuer_admin, issuer_deleted = row
+    if not security.api_key_matches(secret, key.secret_hash):
         return None
     if key.revoked_at is not None or key.expired(utcnow()):
+        return None
+    if key.created_by is not None and not (issuer_active and issuer_admin and not issuer_deleted):
         return None
     return key
 

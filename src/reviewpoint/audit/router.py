@@ -16,7 +16,7 @@ from reviewpoint.audit.schemas import (
     ExportAuditsPublic,
     Instant,
 )
-from reviewpoint.auth.deps import CurrentAdmin
+from reviewpoint.auth.deps import BEARER_ERRORS, CurrentAdmin
 from reviewpoint.db import Session
 from reviewpoint.exports.attempt import Outcome
 from reviewpoint.inputs import PageOffset
@@ -24,10 +24,7 @@ from reviewpoint.inputs import PageOffset
 router = APIRouter(
     prefix="/api/v1/exports",
     tags=["Export audit"],
-    responses={
-        401: {"description": "Missing or invalid token"},
-        403: {"description": "Not an administrator"},
-    },
+    responses=BEARER_ERRORS,
 )
 
 _EXAMPLE = {

@@ -3,13 +3,19 @@
 Credentials travel two ways: `Authorization: Bearer <JWT>` for people (admins)
 and `X-API-Key: rvp_...` for integrations. How they travel is read here; how
 they are checked lives in `security` and `api_keys.service`.
+
+Exports take either; every other protected route takes a bearer token only. A
+key sent there alone is refused with 403, not 401: a 401 would ask for a
+credential (RFC 9110 §15.5.2) when the caller already holds the one it has,
+just of a kind this route never accepts. The README's Credentials section is
+the contract; tests/contract/test_auth_matrix.py holds every route to it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
@@ -22,35 +28,81 @@ from reviewpoint.errors import FeatureDisabled, NotAuthenticated, NotPermitted
 from reviewpoint.exports.limits import NO_LIMITS, KeyLimits
 from reviewpoint.features.catalog import FEATURES
 from reviewpoint.features.flags import FeatureFlagsDep
+from reviewpoint.inputs import INT32_MAX
 from reviewpoint.users import repository as users
 from reviewpoint.users.models import User
 
 _bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/login", auto_error=False)
-_api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
+API_KEY_HEADER = "X-API-Key"
+_api_key = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
 
 BearerToken = Annotated[str | None, Depends(_bearer)]
 ApiKeySecret = Annotated[str | None, Depends(_api_key)]
 
+# The challenge of a 401 on a route that takes bearer tokens only: naming the
+# API key there would ask for a credential the route refuses.
+BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+KEY_ON_BEARER_ROUTE = (
+    "API keys are accepted by the export endpoints only; this route needs a bearer token"
+)
+KEY_AS_BEARER = "Send API keys in the X-API-Key header, not as a Bearer token"
 
-async def _user_from_token(database: Database, jwt_secret: str, token: str) -> User:
-    subject = security.read_access_token(token, secret=jwt_secret)
+# The 401 and 403 of every route behind CurrentUser or CurrentAdmin, for `responses=`.
+BEARER_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {
+        "description": "No bearer token, or one that is malformed, forged, expired, or "
+        "for a deleted or deactivated user",
+        "headers": {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
+    },
+    403: {
+        "description": "An API key instead of a user's token, in `X-API-Key` or as the "
+        "bearer token (keys are for the exports only), or, on admin routes, a user who "
+        "is not an administrator"
+    },
+}
+
+
+def _user_id(subject: str | None) -> int | None:
+    """The id a token names, if it can be one: a row id is 1..INT32_MAX (inputs.py)."""
+    if subject is None or not (subject.isascii() and subject.isdigit()):
+        return None
+    user_id = int(subject)
+    return user_id if 1 <= user_id <= INT32_MAX else None
+
+
+async def _user_from_token(
+    database: Database, jwt_secret: str, token: str, *, challenge: dict[str, str] | None = None
+) -> User:
+    user_id = _user_id(security.read_access_token(token, secret=jwt_secret))
     user = None
-    if subject is not None and subject.isascii() and subject.isdigit():
+    if user_id is not None:
         # A short transaction of its own: the request's session (if any) takes
         # its connection only when the route needs it.
         async with database.transaction(read_only=True) as session:
-            user = await users.get_live(session, user_id=int(subject))
+            user = await users.get_live(session, user_id=user_id)
     if user is None or not user.is_active:
-        raise NotAuthenticated("Invalid or expired access token")
+        raise NotAuthenticated("Invalid or expired access token", headers=challenge)
     return user
 
 
 async def get_current_user(
-    database: DatabaseDep, jwt_secret: JwtSecret, token: BearerToken
+    request: Request, database: DatabaseDep, jwt_secret: JwtSecret, token: BearerToken
 ) -> User:
+    """The live, active user the bearer token names.
+
+    An API key is never checked here. Sent alone, in its header or shaped like
+    one in the bearer's place, it is refused as the wrong kind of credential
+    (without a query, so the answer says nothing about the key); beside a
+    token it is ignored. Its header is read from the request rather than
+    declared, so the OpenAPI document does not offer keys for these routes.
+    """
     if not token:
-        raise NotAuthenticated("Not authenticated")
-    return await _user_from_token(database, jwt_secret, token)
+        if request.headers.get(API_KEY_HEADER):
+            raise NotPermitted(KEY_ON_BEARER_ROUTE)
+        raise NotAuthenticated("Not authenticated", headers=BEARER_CHALLENGE)
+    if security.api_key_prefix(token) is not None:
+        raise NotPermitted(KEY_ON_BEARER_ROUTE)
+    return await _user_from_token(database, jwt_secret, token, challenge=BEARER_CHALLENGE)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -129,6 +181,9 @@ def require_scope(scope: str) -> Callable[..., Awaitable[ExportPrincipal]]:
             api_keys.record_use(database, key)
             return caller
         if token:
+            if security.api_key_prefix(token) is not None:
+                # A key in the wrong header: 401, whose challenge says where it goes.
+                raise NotAuthenticated(KEY_AS_BEARER)
             user = await _user_from_token(database, jwt_secret, token)
             caller = ExportPrincipal(kind="user", id=user.id, label=user.email, name=user.email)
             request.state.principal = caller

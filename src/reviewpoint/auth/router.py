@@ -9,7 +9,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from reviewpoint import security
 from reviewpoint.admission.gate import AdmissionDep
-from reviewpoint.auth.deps import CurrentUser
+from reviewpoint.auth.deps import BEARER_ERRORS, CurrentUser
 from reviewpoint.auth.schemas import Token
 from reviewpoint.config import AppSettings, JwtSecret
 from reviewpoint.db import DatabaseDep
@@ -99,6 +99,6 @@ async def login(
     return Token(access_token=token)
 
 
-@router.get("/me", responses={401: {"description": "Missing or invalid token"}})
+@router.get("/me", responses=BEARER_ERRORS)
 async def me(user: CurrentUser) -> UserPublic:
     return UserPublic.model_validate(user)

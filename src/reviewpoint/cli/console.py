@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import datetime
 from functools import wraps
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -132,8 +133,24 @@ def database_problem(error: DBAPIError | OSError) -> str:
             "run `reviewpoint db upgrade`"
         )
     if is_database_unavailable(error):
-        return f"cannot reach the database {_configured_database()}: {reason}"
+        return f"cannot reach the database {_configured_database()}: {reason}{_if_never_made()}"
     return f"database error: {reason}"
+
+
+def _if_never_made() -> str:
+    """What to do when the SQLite file is missing from a folder that exists: the
+    server's engines never create it (db.existing_sqlite_file), migrations do."""
+    try:
+        url = make_url(load_settings().db_url)
+    except SettingsError:
+        return ""
+    path = url.database if url.get_backend_name() == "sqlite" else None
+    if path in (None, "", ":memory:"):
+        return ""
+    file = Path(str(path))
+    if file.parent.is_dir() and not file.exists():
+        return "; the file does not exist yet: run `reviewpoint db upgrade` to create it"
+    return ""
 
 
 def _configured_database() -> str:

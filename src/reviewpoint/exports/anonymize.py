@@ -4,14 +4,18 @@ With `anonymize=true` an export's emails and names are replaced by keyed
 pseudonyms; ids, flags and timestamps stay (`anonymize=day` also truncates
 every timestamp to its day, 00:00:00Z).
 
-- email: `u-<hex of the first 10 bytes of HMAC-SHA256(key, email key)>@example.invalid`,
-  where the email key is the address with ASCII letters lowered, the same
-  expression that makes addresses unique (`users.models.email_key_sql`): two
-  spellings of one address get one pseudonym, distinct addresses distinct ones
-  (80 bits: for 1,000,000 users the chance of any collision is about 4e-13).
-- name: `User <hex of the first 6 bytes of HMAC-SHA256(key, "name:<id>")>`,
-  from the user's id and not the name, so equal names do not show as equal
-  pseudonyms; a NULL or empty name stays NULL or empty.
+One HMAC-SHA256 per user, of the email key (the address with ASCII letters
+lowered, the expression that makes addresses unique: `users.models.email_key_sql`),
+gives both pseudonyms:
+
+- email: `u-<hex of digest bytes 0-9>@example.invalid`. Two spellings of one
+  address get one pseudonym, distinct addresses distinct ones (80 bits: for
+  1,000,000 users the chance of any collision is about 4e-13).
+- name: `User <hex of digest bytes 10-15>`, from the address and not the name,
+  so equal names do not show as equal pseudonyms; a NULL or empty name stays
+  NULL or empty. Deriving it from the same digest halves the hashing (one HMAC
+  a row, not two): the measured difference between an anonymized export within
+  2x of a plain one and not.
 
 Both are HMACs: without the key nobody can compute, reverse or confirm a
 pseudonym by hashing a guessed address; with the same key every export gives
@@ -49,6 +53,7 @@ EMAIL_PREFIX = "u-"
 EMAIL_BYTES = 10
 NAME_PREFIX = "User "
 NAME_BYTES = 6
+PSEUDONYM_BYTES = EMAIL_BYTES + NAME_BYTES
 _BLOCK = 64  # SHA-256's block size, the length of HMAC's padded key (RFC 2104)
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
@@ -94,15 +99,21 @@ def email_key(email: str) -> str:
     return email.lower() if email.isascii() else email.translate(_ASCII_LOWER)
 
 
+def pseudonym_digest(key: PseudonymKey, email: str) -> bytes:
+    """The digest bytes both pseudonyms of the user with address `email` come from."""
+    return key.digest(email_key(email).encode())[:PSEUDONYM_BYTES]
+
+
 def pseudonym_email(key: PseudonymKey, email: str) -> str:
-    digest = key.digest(email_key(email).encode())
+    digest = pseudonym_digest(key, email)
     return f"{EMAIL_PREFIX}{digest[:EMAIL_BYTES].hex()}@{EMAIL_DOMAIN}"
 
 
-def pseudonym_name(key: PseudonymKey, user_id: int, name: str | None) -> str | None:
+def pseudonym_name(key: PseudonymKey, email: str, name: str | None) -> str | None:
+    """The pseudonym of the name of the user whose address is `email`."""
     if not name:
         return name
-    return NAME_PREFIX + key.digest(b"name:%d" % user_id)[:NAME_BYTES].hex()
+    return NAME_PREFIX + pseudonym_digest(key, email)[EMAIL_BYTES:].hex()
 
 
 def start_of_day(value: datetime) -> datetime:
@@ -118,7 +129,7 @@ class Anonymization:
     day: bool = False
 
     def row(self, columns: tuple[Column, ...], row: Mapping[str, object]) -> dict[str, object]:
-        """`row` as an anonymized export holds it (the reference; `row` needs `id`)."""
+        """`row` as an anonymized export holds it (the reference; `row` needs `email`)."""
         anonymized = dict(row)
         for name, kind in columns:
             value = row[name]
@@ -126,13 +137,25 @@ class Anonymization:
                 assert isinstance(value, str)
                 anonymized[name] = pseudonym_email(self.key, value)
             elif name == "name":
-                user_id = row["id"]
-                assert isinstance(user_id, int) and (value is None or isinstance(value, str))
-                anonymized[name] = pseudonym_name(self.key, user_id, value)
+                email = row["email"]
+                assert isinstance(email, str) and (value is None or isinstance(value, str))
+                anonymized[name] = pseudonym_name(self.key, email, value)
             elif self.day and kind in ("timestamp", "optional_timestamp") and value is not None:
                 assert isinstance(value, datetime)
                 anonymized[name] = start_of_day(value)
         return anonymized
+
+
+def pseudonym_kinds(columns: tuple[Column, ...]) -> tuple[Column, ...]:
+    """`columns` as an anonymized export's SQL reads them: emails and names are pseudonyms.
+
+    A pseudonym is ASCII letters, digits, `-`, `@`, `.` and a space, so no format
+    quotes, escapes or guards it: its SQL names the value once instead of up to
+    eight times (CSV's quoting tests), which on SQLite is half the export's time.
+    """
+    return tuple(
+        (name, "pseudonym" if name in ("email", "name") else kind) for name, kind in columns
+    )
 
 
 class AnonymizationUnavailable(AppError):

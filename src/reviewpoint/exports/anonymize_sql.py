@@ -2,10 +2,12 @@
 
 An anonymized chunk reads the same filters and id range from a derived table
 named `users` whose columns hold the pseudonyms (and day-truncated times), so
-every format's SQL runs on it unchanged. The derived table is fenced
-(PostgreSQL `OFFSET 0`, SQLite `LIMIT -1 OFFSET 0`) so neither planner folds
-it into the format's SQL, which names a column up to six times: each HMAC is
-computed once per row.
+every format's SQL runs on it unchanged. Its inner level is fenced
+(PostgreSQL `OFFSET 0`, SQLite `LIMIT -1 OFFSET 0`) so neither planner folds it
+into the outer levels: it computes the user's one HMAC (`pseudonym`) once per
+row, and the unfenced outer level cuts the email and the name from it. The
+formats read both as `pseudonym` columns (`anonymize.pseudonym_kinds`), named
+once each, not up to eight times as text is.
 
 - PostgreSQL: HMAC-SHA256 from the built-in `sha256()` (11+), as
   `sha256(outer_block || sha256(inner_block || message))` (RFC 2104), no
@@ -13,8 +15,9 @@ computed once per row.
   `pg_stat_activity` and statement logs show): each export connection sets
   them with bind parameters as transaction-local settings inside its
   snapshot (`pg_setup`), and a one-row subquery decodes them once per chunk.
-- SQLite has no hash function: each export connection registers two
-  deterministic Python functions, closures over the key (`sqlite_setup`).
+- SQLite has no hash function: each export connection registers one
+  deterministic Python function, a closure over the key (`sqlite_setup`),
+  called once per row with the email key SQLite's `lower()` already folded.
 """
 
 from __future__ import annotations
@@ -27,9 +30,8 @@ from reviewpoint.exports.anonymize import (
     EMAIL_PREFIX,
     NAME_BYTES,
     NAME_PREFIX,
+    PSEUDONYM_BYTES,
     Anonymization,
-    pseudonym_email,
-    pseudonym_name,
 )
 from reviewpoint.exports.columns import Column
 from reviewpoint.users.models import email_key_sql
@@ -44,8 +46,7 @@ _PG_KEY_ROW = (
     f"(SELECT decode(current_setting('{_INNER_SETTING}'), 'hex') AS inner_block, "
     f"decode(current_setting('{_OUTER_SETTING}'), 'hex') AS outer_block OFFSET 0) AS anonymize_key"
 )
-_SQLITE_EMAIL = "reviewpoint_pseudonym_email"
-_SQLITE_NAME = "reviewpoint_pseudonym_name"
+_SQLITE_PSEUDONYM = "reviewpoint_pseudonym"
 _TIMESTAMPS = ("timestamp", "optional_timestamp")
 
 
@@ -55,44 +56,54 @@ def pg_setup_arguments(anonymization: Anonymization) -> tuple[str, str]:
     return key.inner_block.hex(), key.outer_block.hex()
 
 
-def _pg_hmac(message: str, length: int) -> str:
-    digest = (
-        "sha256(anonymize_key.outer_block || "
-        f"sha256(anonymize_key.inner_block || convert_to({message}, 'UTF8')))"
-    )
-    return f"encode(substring({digest} from 1 for {length}), 'hex')"
+def _pseudonym_columns(columns: tuple[Column, ...]) -> list[str]:
+    """The outer level: the email and the name cut from the inner level's `pseudonym`."""
+    selected = []
+    for name, _ in _with_id(columns):
+        if name == "email":
+            email_digits = f"substr(pseudonym, 1, {2 * EMAIL_BYTES})"
+            selected.append(f"'{EMAIL_PREFIX}' || {email_digits} || '@{EMAIL_DOMAIN}' AS email")
+        elif name == "name":
+            name_digits = f"substr(pseudonym, {2 * EMAIL_BYTES + 1}, {2 * NAME_BYTES})"
+            selected.append(
+                "CASE WHEN name IS NULL OR name = '' THEN name "
+                f"ELSE '{NAME_PREFIX}' || {name_digits} END AS name"
+            )
+        else:
+            selected.append(name)
+    return selected
 
 
-def _pg_column(name: str, kind: str, anonymization: Anonymization) -> str:
-    if name == "email":
-        hashed = _pg_hmac(email_key_sql("postgresql", "users.email"), EMAIL_BYTES)
-        return f"'{EMAIL_PREFIX}' || {hashed} || '@{EMAIL_DOMAIN}' AS email"
-    if name == "name":
-        hashed = _pg_hmac("'name:' || users.id", NAME_BYTES)
-        return (
-            "CASE WHEN users.name IS NULL OR users.name = '' THEN users.name "
-            f"ELSE '{NAME_PREFIX}' || {hashed} END AS name"
-        )
+def _needs_pseudonym(columns: tuple[Column, ...]) -> bool:
+    return any(name in ("email", "name") for name, _ in columns)
+
+
+def _pg_inner_column(name: str, kind: str, anonymization: Anonymization) -> str:
     if anonymization.day and kind in _TIMESTAMPS:
         # date_trunc's zone argument: a day in UTC, whatever the session's TimeZone.
         return f"date_trunc('day', users.{name}, 'UTC') AS {name}"
     return f"users.{name}"
 
 
+def _pg_pseudonym() -> str:
+    message = f"convert_to({email_key_sql('postgresql', 'users.email')}, 'UTF8')"
+    digest = f"sha256(anonymize_key.outer_block || sha256(anonymize_key.inner_block || {message}))"
+    return f"encode(substring({digest} from 1 for {PSEUDONYM_BYTES}), 'hex') AS pseudonym"
+
+
 def pg_source(columns: tuple[Column, ...], anonymization: Anonymization, where: str) -> str:
     """The derived `users` of a PostgreSQL chunk: the rows `where` selects, anonymized."""
-    selected = ", ".join(_pg_column(name, kind, anonymization) for name, kind in _with_id(columns))
-    return (
-        f"(SELECT {selected} FROM users, {_PG_KEY_ROW} WHERE {where} "
+    inner = [_pg_inner_column(name, kind, anonymization) for name, kind in _with_id(columns)]
+    if _needs_pseudonym(columns):
+        inner.append(_pg_pseudonym())
+    fenced = (
+        f"(SELECT {', '.join(inner)} FROM users, {_PG_KEY_ROW} WHERE {where} "
         "ORDER BY users.id OFFSET 0) AS users"
     )
+    return f"(SELECT {', '.join(_pseudonym_columns(columns))} FROM {fenced}) AS users"
 
 
-def _sqlite_column(name: str, kind: str, anonymization: Anonymization) -> str:
-    if name == "email":
-        return f"{_SQLITE_EMAIL}(email) AS email"
-    if name == "name":
-        return f"{_SQLITE_NAME}(id, name) AS name"
+def _sqlite_inner_column(name: str, kind: str, anonymization: Anonymization) -> str:
     if anonymization.day and kind in _TIMESTAMPS:
         # Stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC): the day and midnight.
         return f"substr({name}, 1, 10) || ' 00:00:00.000000' AS {name}"
@@ -107,23 +118,25 @@ def sqlite_source(
     `order`: the chunk's ORDER BY; with the fence, the rows reach the
     chunk's `group_concat` in that order.
     """
-    selected = ", ".join(
-        _sqlite_column(name, kind, anonymization) for name, kind in _with_id(columns)
+    inner = [_sqlite_inner_column(name, kind, anonymization) for name, kind in _with_id(columns)]
+    if _needs_pseudonym(columns):
+        key = email_key_sql("sqlite", "email")
+        inner.append(f"{_SQLITE_PSEUDONYM}({key}) AS pseudonym")
+    fenced = (
+        f"SELECT {', '.join(inner)} FROM {users} WHERE {where} ORDER BY {order} LIMIT -1 OFFSET 0"
     )
-    return f"(SELECT {selected} FROM {users} WHERE {where} ORDER BY {order} LIMIT -1 OFFSET 0)"
+    return f"(SELECT {', '.join(_pseudonym_columns(columns))} FROM ({fenced}))"
 
 
 def sqlite_functions(anonymization: Anonymization) -> list[tuple[str, int, Any]]:
-    """The functions `sqlite_source` calls, as (name, argument count, function)."""
-    key = anonymization.key
+    """The function `sqlite_source` calls, as (name, argument count, function)."""
+    digest = anonymization.key.digest
 
-    def email(value: str | None) -> str | None:
-        return None if value is None else pseudonym_email(key, value)
+    def pseudonym(folded_email: str) -> str:
+        # The email key, folded by SQLite's ASCII-only lower() (`email_key_sql`).
+        return digest(folded_email.encode())[:PSEUDONYM_BYTES].hex()
 
-    def name(user_id: int, value: str | None) -> str | None:
-        return pseudonym_name(key, user_id, value)
-
-    return [(_SQLITE_EMAIL, 1, email), (_SQLITE_NAME, 2, name)]
+    return [(_SQLITE_PSEUDONYM, 1, pseudonym)]
 
 
 def _with_id(columns: tuple[Column, ...]) -> tuple[Column, ...]:

@@ -13,8 +13,10 @@ from typing import Literal
 from reviewpoint.errors import BadRequest
 
 # `optional_timestamp` may be NULL; `timestamp` never is, which lets the SQL of
-# the hot columns skip a NULL test.
-ColumnKind = Literal["id", "text", "timestamp", "optional_timestamp", "boolean"]
+# the hot columns skip a NULL test. `pseudonym` is text no format needs to quote,
+# escape or guard (anonymized emails and names, `anonymize.pseudonym_kinds`); it
+# may be NULL or empty.
+ColumnKind = Literal["id", "text", "timestamp", "optional_timestamp", "boolean", "pseudonym"]
 Column = tuple[str, ColumnKind]
 
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"

@@ -35,7 +35,17 @@ _EXPORT_ERRORS: dict[int | str, dict[str, object]] = {
         "description": "Unsupported format, unknown or repeated field, an option "
         "the format does not take, or `cursor` or `fields` on /export"
     },
-    401: {"description": "Missing, unknown, expired or revoked credentials"},
+    401: {
+        "description": "Missing, malformed, unknown, expired or revoked credentials, "
+        "including a key whose issuing admin is no longer an active administrator, "
+        "or a key sent as a bearer token instead of in `X-API-Key`",
+        "headers": {
+            "WWW-Authenticate": {
+                "description": '`Bearer, ApiKey header="X-API-Key"`',
+                "schema": {"type": "string"},
+            }
+        },
+    },
     403: {
         "description": "Feature disabled (`users:export_anonymized` for `anonymize`), "
         "scope missing, not an administrator, or beyond the API key's data limits (a "

@@ -35,6 +35,7 @@ from reviewpoint.errors import (
     is_database_unavailable,
 )
 from reviewpoint.exports import conditional, cursor
+from reviewpoint.exports.anonymize import pseudonym_kinds
 from reviewpoint.exports.attempt import ExportAttempt, Outcome
 from reviewpoint.exports.pipeline import ChunkPipeline
 from reviewpoint.exports.query import (
@@ -338,11 +339,10 @@ async def _reader(
     fits: bool = False,
 ) -> ChunkReader:
     export_format, columns, options = request.format, request.spec.columns, request.options
-    anonymized = (
-        None
-        if request.anonymization is None
-        else Anonymized(columns=columns, anonymization=request.anonymization)
-    )
+    anonymized = None
+    if request.anonymization is not None:
+        anonymized = Anonymized(columns=columns, anonymization=request.anonymization)
+        columns = pseudonym_kinds(columns)
     if connection.dialect.name == "postgresql":
         pg_rows = export_format.pg_rows(columns, options)
         return await PostgresChunks.on(

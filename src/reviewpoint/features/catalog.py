@@ -10,6 +10,8 @@ FEATURES = (
     "users:export_alive",
     "users:export_simple",
     "users:export_anonymized",
+    # The operator console at /console (console/): its pages and its downloads.
+    "console",
 )
 
 

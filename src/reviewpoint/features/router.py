@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from reviewpoint.auth.deps import CurrentAdmin
+from reviewpoint.auth.deps import BEARER_ERRORS, CurrentAdmin
 from reviewpoint.config import AppSettings
 from reviewpoint.db import Session
 from reviewpoint.features import service
@@ -24,10 +24,7 @@ from reviewpoint.inputs import PageOffset
 router = APIRouter(
     prefix="/api/v1/features",
     tags=["Feature flags"],
-    responses={
-        401: {"description": "Missing or invalid token"},
-        403: {"description": "Not an administrator"},
-    },
+    responses=BEARER_ERRORS,
 )
 
 FeatureName = Annotated[str, Depends(known)]

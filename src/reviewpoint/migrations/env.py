@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 
 from reviewpoint.api_keys import models as _api_keys  # noqa: F401  (register tables)
 from reviewpoint.audit import models as _audit  # noqa: F401  (register tables)
+from reviewpoint.console import models as _console  # noqa: F401  (register tables)
 from reviewpoint.db import Base, create_engine
 from reviewpoint.features import models as _features  # noqa: F401  (register tables)
 from reviewpoint.users import models as _users  # noqa: F401  (register tables)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from reviewpoint.auth.deps import CurrentAdmin
+from reviewpoint.auth.deps import BEARER_ERRORS, CurrentAdmin
 from reviewpoint.db import Session
 from reviewpoint.errors import Conflict
 from reviewpoint.inputs import PageOffset, RowId
@@ -23,10 +23,7 @@ from reviewpoint.users.schemas import (
 router = APIRouter(
     prefix="/api/v1/users",
     tags=["User Management"],
-    responses={
-        401: {"description": "Missing or invalid token"},
-        403: {"description": "Not an administrator"},
-    },
+    responses=BEARER_ERRORS,
 )
 
 

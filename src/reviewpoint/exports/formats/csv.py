@@ -96,6 +96,8 @@ _PG_RECORD_END = b',"\r"\n'
 
 
 def _pg_column(name: str, kind: ColumnKind, *, excel_safe: bool) -> str:
+    if kind == "pseudonym":
+        return f"nullif({name}, '')"
     if kind == "text":
         if not excel_safe:
             return f"nullif({name}, '')"
@@ -119,6 +121,8 @@ def _pg_record_ends(body: bytes) -> bytes:
 
 def _sqlite_field(name: str, kind: ColumnKind, *, excel_safe: bool) -> tuple[str, list[str]]:
     """One column's printf format and arguments."""
+    if kind == "pseudonym":
+        return "%s", [f"coalesce({name}, '')"]
     if kind == "text":
         guarded = (
             f"CASE WHEN unicode({name}) IN ({_TRIGGERS}, 0) THEN '''' || {name} ELSE {name} END"

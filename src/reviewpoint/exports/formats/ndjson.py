@@ -52,6 +52,8 @@ def json_line(columns: tuple[Column, ...], row: Row) -> str:
 
 
 def _pg_value(name: str, kind: ColumnKind) -> str:
+    if kind == "pseudonym":
+        return f"coalesce('\"' || {name} || '\"', 'null')"
     if kind == "text":
         return f"coalesce(to_json({name})::text, 'null')"
     if kind == "timestamp":
@@ -64,7 +66,7 @@ def _pg_value(name: str, kind: ColumnKind) -> str:
 
 def _sqlite_value(name: str, kind: ColumnKind) -> tuple[str, str]:
     """One value's printf format and argument."""
-    if kind == "text":
+    if kind in ("text", "pseudonym"):
         return "%s", f"json_quote({name})"  # NULL is `null`
     if kind == "timestamp":
         # Stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC), see formats/csv.py.

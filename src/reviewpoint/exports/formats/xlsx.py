@@ -55,6 +55,7 @@ _FRACTION_DIGITS = 10
 _WIDTHS: dict[ColumnKind, int] = {
     "id": 10,
     "text": 32,
+    "pseudonym": 32,
     "timestamp": 20,
     "optional_timestamp": 20,
     "boolean": 10,
@@ -87,7 +88,7 @@ def excel_serial(value: datetime) -> str:
 def _cell(kind: ColumnKind, value: object) -> str:
     if value is None or value == "":
         return _EMPTY_CELL
-    if kind == "text":
+    if kind in ("text", "pseudonym"):
         return f"{_TEXT_OPEN}{xml_text(str(value))}{_TEXT_CLOSE}"
     if kind in ("timestamp", "optional_timestamp"):
         assert isinstance(value, datetime)
@@ -131,6 +132,11 @@ def _pg_serial(name: str) -> str:
 def _pg_cell(name: str, kind: ColumnKind) -> str:
     if kind == "text":
         return _pg_text(name)
+    if kind == "pseudonym":
+        return (
+            f"CASE WHEN {name} IS NULL OR {name} = '' THEN {sql_text(_EMPTY_CELL)} "
+            f"ELSE {sql_text(_TEXT_OPEN)} || {name} || {sql_text(_TEXT_CLOSE)} END"
+        )
     if kind in ("timestamp", "optional_timestamp"):
         cell = f"{sql_text(_DATE_OPEN)} || {_pg_serial(name)} || {sql_text(_VALUE_CLOSE)}"
         return f"coalesce({cell}, {sql_text(_EMPTY_CELL)})" if kind != "timestamp" else cell
@@ -209,7 +215,7 @@ class _SqliteCell:
 
 
 def _sqlite_cell(name: str, kind: ColumnKind) -> _SqliteCell:
-    if kind == "text":
+    if kind in ("text", "pseudonym"):
         # `<>` is NULL for NULL: the empty cell, like ''.
         xml = f"{_TEXT_OPEN}%s{_TEXT_CLOSE}"
         return _SqliteCell(xml, (name,), f"{name} <> ''", f"{_EMPTY_CELL}%.0s")
