@@ -82,7 +82,7 @@ class InputModel(BaseModel):
         if bool in declared and value is not None and not isinstance(value, bool):
             raise ValueError("must be true or false")
         if int in declared and isinstance(value, bool | str):
-            raise ValueError("must be a JSON integer")
+            raise ValueError("must be an integer")
         return value
 
 

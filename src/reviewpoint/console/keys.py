@@ -3,6 +3,7 @@ each change confirmed on a page of its own. The API's key service does the work.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Annotated
@@ -86,7 +87,11 @@ async def create_key(
     form = {"name": name, "scopes": scopes or [], "expires_in_days": expires_in_days}
     try:
         data = ApiKeyCreate.model_validate(
-            {"name": name, "scopes": scopes or [], "expires_in_days": expires_in_days or None}
+            {
+                "name": name,
+                "scopes": scopes or [],
+                "expires_in_days": _form_integer(expires_in_days) if expires_in_days else None,
+            }
         )
     except ValidationError as error:
         return await _keys_page(
@@ -100,6 +105,12 @@ async def create_key(
         created_by=signed_in.user.id,
     )
     return _secret_page(request, signed_in, key, secret, action="created")
+
+
+def _form_integer(text: str) -> int | str:
+    """A form field's number as the int the API's schemas take (they refuse JSON
+    strings for integers); other text stays text, for the schema to refuse."""
+    return int(text) if re.fullmatch(r"\s*[+-]?[0-9]+\s*", text) else text
 
 
 def _secret_page(
@@ -145,7 +156,7 @@ async def rotate_key(
 ) -> HTMLResponse:
     try:
         grace = ApiKeyRotate.model_validate(
-            {"grace_minutes": grace_minutes} if grace_minutes else {}
+            {"grace_minutes": _form_integer(grace_minutes)} if grace_minutes else {}
         )
         _, new, secret = await service.rotate(
             session,
