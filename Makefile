@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench loadtest clean
+.PHONY: run test lint fuzz bench loadtest clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# Schema fuzzing with a fresh random seed and more examples than CI's fixed run.
+FUZZ_EXAMPLES ?= 200
+fuzz: $(STAMP)
+	REVIEWPOINT_FUZZ_RANDOM=1 REVIEWPOINT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/contract
 
 bench: $(STAMP)
 	$(BIN)/python bench/export_bench.py $(BENCH_ARGS)

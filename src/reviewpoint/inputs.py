@@ -11,11 +11,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 from urllib.parse import parse_qsl
 
 from fastapi import Path, Query
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from reviewpoint.errors import validation_error_response
@@ -23,14 +24,47 @@ from reviewpoint.errors import validation_error_response
 INT32_MAX = 2**31 - 1
 NUL_MESSAGE = "must not contain NUL characters"
 
+# 1 to INT32_MAX in decimal, leading zeros allowed: the ids `isdecimal()` checks
+# take, as a JSON Schema pattern (which has no numeric bounds for text).
+POSITIVE_INT32_PATTERN = (
+    "0*([1-9][0-9]{0,8}|1[0-9]{9}|20[0-9]{8}|21[0-3][0-9]{7}|214[0-6][0-9]{6}"
+    "|2147[0-3][0-9]{5}|21474[0-7][0-9]{4}|214748[0-2][0-9]{3}|2147483[0-5][0-9]{2}"
+    "|21474836[0-3][0-9]|214748364[0-7])"
+)
 RowId = Annotated[int, Path(ge=1, le=INT32_MAX)]
 PageOffset = Annotated[int, Query(ge=0, le=INT32_MAX)]
 
 
-class InputModel(BaseModel):
-    """Base of every JSON request body: unknown fields and NUL in any string field are 422."""
+# What `_no_nul` enforces, in the schema of every string without a rule of its own
+# (an enum, a format or a pattern already excludes NUL).
+NO_NUL_PATTERN = "^[^\\u0000]*$"
 
-    model_config = ConfigDict(extra="forbid")
+
+def _no_nul_pattern(schema: Any) -> None:
+    if isinstance(schema, list):
+        for item in schema:
+            _no_nul_pattern(item)
+        return
+    if not isinstance(schema, dict):
+        return
+    if schema.get("type") == "string" and not {"enum", "format", "pattern"} & schema.keys():
+        schema["pattern"] = NO_NUL_PATTERN
+    for value in schema.values():
+        _no_nul_pattern(value)
+
+
+class InputModel(BaseModel):
+    """Base of every JSON request body: unknown fields, NUL in any string field and a
+    value of another JSON type than the schema states are 422.
+
+    JSON types: pydantic's lax mode took `0` for `false`, `false` for `0` and `"30"`
+    for `30`, so bodies the OpenAPI schema calls invalid were accepted (schema fuzzing
+    found `{"anonymized_only": 0}` and `{"grace_minutes": false}` creating keys). Its
+    strict mode would refuse `2.0`, which JSON Schema counts as an integer: the check
+    below refuses exactly the other JSON types.
+    """
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_nul_pattern)
 
     # "before": NUL is refused with one message, ahead of other checks (an email
     # validator's own complaint would quote the characters it rejects).
@@ -40,6 +74,22 @@ class InputModel(BaseModel):
         if isinstance(value, str) and "\x00" in value:
             raise ValueError(NUL_MESSAGE)
         return value
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _json_type(cls, value: object, info: ValidationInfo) -> object:
+        declared = _scalar_types(cls.model_fields[info.field_name or ""].annotation)
+        if bool in declared and value is not None and not isinstance(value, bool):
+            raise ValueError("must be true or false")
+        if int in declared and isinstance(value, bool | str):
+            raise ValueError("must be an integer")
+        return value
+
+
+def _scalar_types(annotation: object) -> set[object]:
+    """`bool` and `int` among a field's declared types (`int | None` -> {int, None})."""
+    members = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
+    return set(members) if members else {annotation}
 
 
 class NulGuardMiddleware:

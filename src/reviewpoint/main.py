@@ -28,6 +28,7 @@ from reviewpoint.features.router import router as features_router
 from reviewpoint.health import router as health_router
 from reviewpoint.inputs import NulGuardMiddleware
 from reviewpoint.logs import configure_logging
+from reviewpoint.methods import AllowedMethodsMiddleware
 from reviewpoint.metrics.middleware import RequestMetricsMiddleware
 from reviewpoint.metrics.observer import ExportMetrics
 from reviewpoint.metrics.registry import Metrics
@@ -87,7 +88,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The last added runs first: no-store and request ids also mark the 413s and
     # 422s the two guards answer before any route or credential check. gzip is
     # innermost: it holds back the response start until the first body, then
-    # the others add their headers to the start it sends.
+    # the others add their headers to the start it sends. OPTIONS and 405s for a
+    # whole path are answered innermost, so they carry the others' headers too.
+    app.add_middleware(AllowedMethodsMiddleware, routes=app.router.routes)
     app.add_middleware(GzipWhenAccepted)
     app.add_middleware(NulGuardMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)

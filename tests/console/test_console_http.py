@@ -430,3 +430,35 @@ def test_a_page_and_its_assets_weigh_under_100_kb(signed_in: TestClient, path: s
         for asset in assets
     ]
     assert len(response.content) + sum(sizes) < 100 * 1024
+
+
+def test_form_numbers_reach_the_api_schemas_as_integers(signed_in: TestClient, db_url: str) -> None:
+    # The API's schemas refuse a JSON string for an integer; a form only sends text.
+    page = signed_in.get("/console/keys")
+    response = signed_in.post(
+        "/console/keys",
+        data={
+            "name": "monthly",
+            "scopes": ["users:export"],
+            "expires_in_days": "30",
+            "csrf_token": _csrf(page),
+        },
+    )
+    assert response.status_code == 201
+    key_id, _ = create_api_key(db_url, ["users:export"])
+    page = signed_in.get(f"/console/keys/{key_id}/rotate")
+    rotated = signed_in.post(
+        f"/console/keys/{key_id}/rotate", data={"grace_minutes": "5", "csrf_token": _csrf(page)}
+    )
+    assert rotated.status_code == 201
+    page = signed_in.get("/console/keys")
+    refused = signed_in.post(
+        "/console/keys",
+        data={
+            "name": "x",
+            "scopes": ["users:export"],
+            "expires_in_days": "soon",
+            "csrf_token": _csrf(page),
+        },
+    )
+    assert refused.status_code == 422

@@ -21,11 +21,24 @@ router = APIRouter(
 )
 
 
+# OpenAPI links: what a client (and the stateful contract test) can do next with the
+# key just issued, naming its id from the 201's body.
+_KEY_ID = {"key_id": "$response.body#/id"}
+_KEY = "#/paths/~1api~1v1~1api-keys~1{key_id}"
+_ISSUED_KEY_LINKS = {
+    "RotateKey": {"operationRef": f"{_KEY}~1rotate/post", "parameters": _KEY_ID},
+    "RevokeKey": {"operationRef": f"{_KEY}/delete", "parameters": _KEY_ID},
+}
+_ISSUED: dict[int | str, dict[str, object]] = {
+    201: {"description": "The key, with its secret (shown once)", "links": _ISSUED_KEY_LINKS}
+}
+
+
 def _created(key: ApiKey, secret: str) -> ApiKeyCreated:
     return ApiKeyCreated(**ApiKeyPublic.model_validate(key).model_dump(), secret=secret)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=_ISSUED)
 async def create_api_key(
     session: Session, admin: CurrentAdmin, data: ApiKeyCreate
 ) -> ApiKeyCreated:
@@ -58,6 +71,7 @@ async def list_api_keys(session: Session, admin: CurrentAdmin) -> list[ApiKeyPub
         "allowed and never extends that deadline."
     ),
     responses={
+        **_ISSUED,
         404: {"description": "No such key"},
         409: {"description": "The key is revoked or expired: issue a new one instead"},
     },

@@ -32,7 +32,17 @@ class ApiKeyCreate(InputModel):
     scopes: list[Scope] = Field(min_length=1)
     expires_in_days: int | None = Field(default=None, gt=0, le=3650)
     fields: list[str] | None = Field(
-        default=None, description=FIELDS_DESCRIPTION, examples=[["id", "name", "created_at"]]
+        default=None,
+        description=FIELDS_DESCRIPTION,
+        examples=[["id", "name", "created_at"]],
+        # What `_known_fields` enforces, said in the schema (it checks, with its message).
+        # Names as written: the blanks it also strips (for the CLI's "id, email") stay
+        # out of the schema, or two spellings of one name would pass `uniqueItems`.
+        json_schema_extra={
+            "minItems": 1,
+            "uniqueItems": True,
+            "items": {"type": "string", "pattern": f"^({'|'.join(CHOOSABLE)})$"},
+        },
     )
     anonymized_only: bool = Field(default=False, description=ANONYMIZED_ONLY_DESCRIPTION)
 

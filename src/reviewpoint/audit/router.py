@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from reviewpoint.audit import service
 from reviewpoint.audit.schemas import (
     ACTOR_FORMAT,
+    ACTOR_PATTERN,
     INSTANT_FORMAT,
     ActorText,
     ExportAuditPublic,
@@ -108,7 +109,12 @@ async def list_export_audit(
     limit: Annotated[int, Query(ge=1, le=1000, description="Records per page")] = 100,
     actor: Annotated[
         ActorText,
-        Query(description=f"Only this caller: {ACTOR_FORMAT}", examples=["api_key:3", "user:1"]),
+        Query(
+            description=f"Only this caller: {ACTOR_FORMAT}",
+            examples=["api_key:3", "user:1"],
+            # In the schema only: ActorRef.parse checks it, with its own message.
+            json_schema_extra={"pattern": ACTOR_PATTERN},
+        ),
     ] = None,
     outcome: Annotated[Outcome | None, Query(description="Only attempts that ended so")] = None,
     since: Annotated[

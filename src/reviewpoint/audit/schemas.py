@@ -11,13 +11,15 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 
 from reviewpoint.audit.models import ExportAudit
 from reviewpoint.exports.attempt import Outcome
-from reviewpoint.inputs import INT32_MAX
+from reviewpoint.inputs import INT32_MAX, POSITIVE_INT32_PATTERN
 
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 # `cli`: `reviewpoint export`, run by the operating-system user whose uid is the id.
 ActorKind = Literal["user", "api_key", "cli"]
 ACTOR_KINDS: tuple[ActorKind, ...] = get_args(ActorKind)
 ACTOR_FORMAT = "user:ID, api_key:ID or cli:UID"
+# What ActorRef.parse takes (a uid may be 0), for the OpenAPI schema.
+ACTOR_PATTERN = f"^((user|api_key):{POSITIVE_INT32_PATTERN}|cli:(0+|{POSITIVE_INT32_PATTERN}))$"
 INSTANT_FORMAT = "an ISO 8601 time with a zone, e.g. 2026-11-26T09:30:00Z"
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import OAuth2PasswordRequestForm
 
@@ -14,11 +14,40 @@ from reviewpoint.auth.schemas import Token
 from reviewpoint.config import AppSettings, JwtSecret
 from reviewpoint.db import DatabaseDep
 from reviewpoint.errors import NotAuthenticated
-from reviewpoint.inputs import nul_error
+from reviewpoint.inputs import NO_NUL_PATTERN, nul_error
 from reviewpoint.users import service as users
 from reviewpoint.users.schemas import UserPublic
 
 router = APIRouter(prefix="/api/v1/auth", tags=["Auth"])
+
+
+# What the login checks, stated in its schema: FastAPI reads an empty form field as
+# missing (422) and `_refuse_nul` refuses NUL, while OAuth2PasswordRequestForm's
+# schema allowed both, so most generated "valid" logins were refused.
+_CREDENTIAL = {"minLength": 1, "pattern": NO_NUL_PATTERN}
+
+
+class LoginForm(OAuth2PasswordRequestForm):
+    """The OAuth2 password form, with `username` and `password` documented as checked."""
+
+    def __init__(
+        self,
+        *,
+        username: Annotated[str, Form(json_schema_extra=_CREDENTIAL)],
+        password: Annotated[str, Form(json_schema_extra={**_CREDENTIAL, "format": "password"})],
+        grant_type: Annotated[str | None, Form(pattern="^password$")] = None,
+        scope: Annotated[str, Form()] = "",
+        client_id: Annotated[str | None, Form()] = None,
+        client_secret: Annotated[str | None, Form(json_schema_extra={"format": "password"})] = None,
+    ) -> None:
+        super().__init__(
+            grant_type=grant_type,
+            username=username,
+            password=password,
+            scope=scope,
+            client_id=client_id,
+            client_secret=client_secret,
+        )
 
 
 def _refuse_nul(form: OAuth2PasswordRequestForm) -> None:
@@ -42,7 +71,7 @@ async def login(
     admission: AdmissionDep,
     settings: AppSettings,
     jwt_secret: JwtSecret,
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    form: Annotated[LoginForm, Depends()],
 ) -> Token:
     """OAuth2 password flow: `username` is the email.
 

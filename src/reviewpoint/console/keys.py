@@ -3,6 +3,7 @@ each change confirmed on a page of its own. The API's key service does the work.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Annotated
@@ -106,7 +107,7 @@ async def create_key(
             {
                 "name": name,
                 "scopes": scopes or [],
-                "expires_in_days": expires_in_days or None,
+                "expires_in_days": _form_integer(expires_in_days) if expires_in_days else None,
                 "fields": field_list,
                 "anonymized_only": bool(anonymized_only),
             }
@@ -125,6 +126,12 @@ async def create_key(
         anonymized_only=data.anonymized_only,
     )
     return _secret_page(request, signed_in, key, secret, action="created")
+
+
+def _form_integer(text: str) -> int | str:
+    """A form field's number as the int the API's schemas take (they refuse JSON
+    strings for integers); other text stays text, for the schema to refuse."""
+    return int(text) if re.fullmatch(r"\s*[+-]?[0-9]+\s*", text) else text
 
 
 def _secret_page(
@@ -170,7 +177,7 @@ async def rotate_key(
 ) -> HTMLResponse:
     try:
         grace = ApiKeyRotate.model_validate(
-            {"grace_minutes": grace_minutes} if grace_minutes else {}
+            {"grace_minutes": _form_integer(grace_minutes)} if grace_minutes else {}
         )
         _, new, secret = await service.rotate(
             session,

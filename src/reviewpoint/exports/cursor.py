@@ -95,6 +95,8 @@ def sync_since(
             description=CURSOR_DESCRIPTION,
             examples=[CURSOR_EXAMPLE],
             openapi_examples={"example": {"value": CURSOR_EXAMPLE}},
+            # In the schema only: `decode` refuses longer ones with its own 422.
+            json_schema_extra={"maxLength": _LONGEST_TOKEN},
         ),
     ] = None,
 ) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -13,10 +14,10 @@ from reviewpoint.admission.gate import Admission, AdmissionDep
 from reviewpoint.auth.deps import ExportPrincipal, require_feature, require_scope
 from reviewpoint.config import AppSettings, Settings
 from reviewpoint.db import Database, DatabaseDep
-from reviewpoint.exports import conditional, cursor
+from reviewpoint.exports import body_schemas, conditional, cursor
 from reviewpoint.exports.anonymize import PseudonymsDep
 from reviewpoint.exports.attempt import ExportAttempt, TrackedExport, track_export
-from reviewpoint.exports.columns import FULL, MINIMAL, ExportSpec
+from reviewpoint.exports.columns import CHOOSABLE, FULL, MINIMAL, ColumnKind, ExportSpec
 from reviewpoint.exports.formats import FORMATS
 from reviewpoint.exports.formats.base import Options
 from reviewpoint.exports.request import ExportRequest
@@ -80,16 +81,27 @@ _NOT_MODIFIED: dict[int | str, dict[str, object]] = {
 }
 
 
-def _download(spec: ExportSpec, example: dict[str, object]) -> dict[int | str, dict[str, object]]:
-    """The 200 of an export: one media type per format, each example written by that format."""
+def _download(
+    spec: ExportSpec,
+    example: dict[str, object],
+    *,
+    possible: Mapping[str, ColumnKind],
+    required: Sequence[str],
+) -> dict[int | str, dict[str, object]]:
+    """The 200 of an export: one media type per format, each with the schema of its
+    records (`possible` columns, `required` ones always there) and an example
+    written by that format."""
     columns = spec.columns
-    content: dict[str, object] = {}
+    content: dict[str, dict[str, object]] = {}
     for export_format in FORMATS.values():
-        if export_format.media_type.startswith("application/vnd."):
-            content[export_format.media_type] = {"schema": {"type": "string", "format": "binary"}}
+        if export_format.name == "csv":
+            schema = body_schemas.csv_records(possible, required)
         else:
+            schema = body_schemas.typed_records(possible, required)
+        content[export_format.media_type] = {"schema": schema}
+        if not export_format.media_type.startswith("application/vnd."):
             encoded = export_format.encode(columns, [example], Options())
-            content[export_format.media_type] = {"example": encoded.decode()}
+            content[export_format.media_type]["example"] = encoded.decode()
     return {
         200: {
             "description": f"`{spec.stem}.<format>`, streamed",
@@ -195,7 +207,10 @@ _FILTERS = (
     tags=["User Management", "Export"],
     # The default format's media type; `responses` lists every format's.
     response_class=ExportResponse,
-    responses={**_download(MINIMAL, _EXAMPLE), **_EXPORT_ERRORS},
+    responses={
+        **_download(MINIMAL, _EXAMPLE, possible=dict(MINIMAL.columns), required=MINIMAL.header),
+        **_EXPORT_ERRORS,
+    },
     # track_export first: it must see every refusal the others raise.
     dependencies=[
         Depends(track_export, scope="function"),
@@ -243,7 +258,8 @@ async def export_users(
     tags=["User Management", "Export"],
     response_class=ExportResponse,
     responses={
-        **_download(FULL, _EXAMPLE),
+        # `fields` picks any of the columns, so none is always there.
+        **_download(FULL, _EXAMPLE, possible=CHOOSABLE, required=()),
         **_EXPORT_ERRORS,
         409: {"description": "`cursor` is ahead of this database: start over without it"},
         422: {

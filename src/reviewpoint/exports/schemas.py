@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -50,6 +51,29 @@ def _iso_timestamp(value: object) -> object:
 
 
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_timestamp)]
+
+
+def _any_case(names: Iterable[str]) -> str:
+    """A pattern for one of `names` in any ASCII case (JSON Schema patterns have no flags)."""
+    spelled = ("".join(f"[{c.lower()}{c.upper()}]" for c in name) for name in names)
+    return f"^({'|'.join(spelled)})$"
+
+
+# Every spelling of a boolean pydantic reads, in any case, as the other flags take them.
+_BOOLEAN_SPELLINGS = ("0", "off", "f", "false", "n", "no", "1", "on", "t", "true", "y", "yes")
+
+
+def _anonymize_spellings(schema: dict[str, Any]) -> None:
+    schema.pop("enum", None)
+    schema["pattern"] = f"^\\s*{_any_case(['day'])[1:-1]}\\s*$|{_any_case(_BOOLEAN_SPELLINGS)}"
+
+
+def _name_list(names: Iterable[str]) -> str:
+    """A pattern for a comma-separated list of `names`, blanks around each allowed."""
+    one = f"\\s*({'|'.join(names)})\\s*"
+    return f"^{one}(,{one})*$"
+
+
 _BOOLEAN = TypeAdapter(bool)
 
 
@@ -83,7 +107,10 @@ class ExportParameters(BaseModel):
             f"Case-insensitive: {', '.join(f'`{name}`' for name in FORMATS)}. "
             "Anything else is a 400 listing them."
         ),
-        example="ndjson",
+        # CSV: the only format every option's example (`bom`, `excel_safe`) applies to.
+        example="csv",
+        # In the schema only: the check stays format_named's 400 that lists the formats.
+        json_schema_extra={"pattern": _any_case(FORMATS)},
     )
     email: str | None = _parameter(
         default=None,
@@ -153,6 +180,8 @@ class ExportParameters(BaseModel):
 
     anonymize: AnonymizeMode = _parameter(
         default="false",
+        # What `anonymize_mode` takes, not only the three values it returns.
+        json_schema_extra=_anonymize_spellings,
         description=(
             "`true`: emails and names become deterministic pseudonyms "
             "(`u-<hex>@example.invalid`, `User <hex>`; the same for a user in every "
@@ -227,6 +256,8 @@ class FullExportParameters(ExportParameters):
             "(with `cursor`, `is_deleted` is added last unless chosen)."
         ),
         example="id,email,created_at",
+        # In the schema only, as for `format`; a repeated name is a 400 it cannot express.
+        json_schema_extra={"pattern": _name_list(CHOOSABLE)},
     )
 
     def columns(self, spec: ExportSpec, limits: KeyLimits) -> ExportSpec:

@@ -27,10 +27,24 @@ router = APIRouter(
 )
 
 
+# OpenAPI links: what a client (and the stateful contract test) can do next with the
+# user just created, naming its id from the 201's body.
+_USER_ID = {"user_id": "$response.body#/id"}
+_USER = "#/paths/~1api~1v1~1users~1{user_id}"
+_CREATED_USER_LINKS = {
+    "GetUser": {"operationRef": f"{_USER}/get", "parameters": _USER_ID},
+    "UpdateUser": {"operationRef": f"{_USER}/patch", "parameters": _USER_ID},
+    "DeleteUser": {"operationRef": f"{_USER}/delete", "parameters": _USER_ID},
+}
+
+
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses={409: {"description": "Email already registered"}},
+    responses={
+        201: {"description": "The user, as stored", "links": _CREATED_USER_LINKS},
+        409: {"description": "Email already registered"},
+    },
 )
 async def create_user(session: Session, admin: CurrentAdmin, data: UserCreate) -> UserPublic:
     return UserPublic.model_validate(await service.create(session, data=data))

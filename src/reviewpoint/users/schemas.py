@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
+import email_validator
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from reviewpoint.inputs import InputModel
@@ -14,13 +15,21 @@ MAX_PAGE_SIZE = 1000
 PASSWORD_MIN_LENGTH = 8
 PASSWORD_MAX_LENGTH = 1024
 
+# email-validator refuses addresses under special-use names (RFC 6761: `.test`,
+# `.local`...): the schema says so, since `format: email` alone allows them.
+_SPECIAL_USE = "|".join(
+    "".join(f"[{c}{c.upper()}]" for c in name) for name in email_validator.SPECIAL_USE_DOMAIN_NAMES
+)
+Email = Annotated[
+    EmailStr, Field(json_schema_extra={"pattern": f"^(?!.*[.@]({_SPECIAL_USE})\\.?$)"})
+]
 # NUL in any of these strings is refused by InputModel (PostgreSQL cannot store it).
 Name = Annotated[str | None, Field(max_length=NAME_MAX_LENGTH)]
 Password = Annotated[str, Field(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH)]
 
 
 class UserCreate(InputModel):
-    email: EmailStr
+    email: Email
     password: Password
     name: Name = None
     is_active: bool = True
@@ -28,7 +37,7 @@ class UserCreate(InputModel):
 
 
 class UserUpdate(InputModel):
-    email: EmailStr | None = None
+    email: Email | None = None
     password: Password | None = None
     name: Name = None
     is_active: bool | None = None
