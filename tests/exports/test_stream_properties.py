@@ -139,8 +139,10 @@ def _write(db_url: str, *statements: Executable) -> None:
     asyncio.run(run())
 
 
-def _rename_users(new: str, *, old: str = "users") -> Executable:
-    return text(f'ALTER TABLE "{old}" RENAME TO "{new}"')
+def _rename_name_column(new: str, *, old: str = "name") -> Executable:
+    """A column every export reads and the key check does not (that check joins
+    the issuing admin's row in `users`, so the table itself must stay)."""
+    return text(f'ALTER TABLE "users" RENAME COLUMN "{old}" TO "{new}"')
 
 
 def _live_ids(db_url: str) -> list[int]:
@@ -374,7 +376,7 @@ def test_export_whose_query_fails_is_a_clean_500_not_a_503(
     # Credentials check out, but the export's own query fails before any byte is sent.
     # A broken schema is our fault, not an outage: 503 would tell balancers to retry.
     _add_users(db_url, 10)
-    _write(db_url, _rename_users("users_gone"))
+    _write(db_url, _rename_name_column("name_gone"))
     headers = {**full_key, "X-Request-ID": "cannot-start-1"}
     with httpx.Client(base_url=live_server.url, timeout=20) as client:
         for path in (EXPORT_FULL, EXPORT_MINIMAL):
@@ -386,7 +388,7 @@ def test_export_whose_query_fails_is_a_clean_500_not_a_503(
         assert "could not start" in app_log.getvalue()
         assert eventually(lambda: live_server.export_connections_in_use() == 0)
 
-        _write(db_url, _rename_users("users", old="users_gone"))
+        _write(db_url, _rename_name_column("name", old="name_gone"))
         assert _ids(_rows(_download(client, full_key))) == _live_ids(db_url)
 
 
