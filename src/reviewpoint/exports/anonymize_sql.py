@@ -14,7 +14,7 @@ once each, not up to eight times as text is.
   pgcrypto. The key's blocks are not inlined into the COPY text (which
   `pg_stat_activity` and statement logs show): each export connection sets
   them with bind parameters as transaction-local settings inside its
-  snapshot (`pg_setup`), and a one-row subquery decodes them once per chunk.
+  snapshot (`pg_setup`), and each chunk's statement decodes them once.
 - SQLite has no hash function: each export connection registers one
   deterministic Python function, a closure over the key (`sqlite_setup`),
   called once per row with the email key SQLite's `lower()` already folded.
@@ -42,10 +42,10 @@ _OUTER_SETTING = "reviewpoint.anonymize_outer"
 PG_SETUP = (
     f"SELECT set_config('{_INNER_SETTING}', $1, true), set_config('{_OUTER_SETTING}', $2, true)"
 )
-_PG_KEY_ROW = (
-    f"(SELECT decode(current_setting('{_INNER_SETTING}'), 'hex') AS inner_block, "
-    f"decode(current_setting('{_OUTER_SETTING}'), 'hex') AS outer_block OFFSET 0) AS anonymize_key"
-)
+# Uncorrelated scalar subqueries: PostgreSQL runs each once per statement (an
+# InitPlan), not per row, and no join is needed to reach them.
+_PG_INNER_BLOCK = f"(SELECT decode(current_setting('{_INNER_SETTING}'), 'hex'))"
+_PG_OUTER_BLOCK = f"(SELECT decode(current_setting('{_OUTER_SETTING}'), 'hex'))"
 _SQLITE_PSEUDONYM = "reviewpoint_pseudonym"
 _TIMESTAMPS = ("timestamp", "optional_timestamp")
 
@@ -87,7 +87,7 @@ def _pg_inner_column(name: str, kind: str, anonymization: Anonymization) -> str:
 
 def _pg_pseudonym() -> str:
     message = f"convert_to({email_key_sql('postgresql', 'users.email')}, 'UTF8')"
-    digest = f"sha256(anonymize_key.outer_block || sha256(anonymize_key.inner_block || {message}))"
+    digest = f"sha256({_PG_OUTER_BLOCK} || sha256({_PG_INNER_BLOCK} || {message}))"
     return f"encode(substring({digest} from 1 for {PSEUDONYM_BYTES}), 'hex') AS pseudonym"
 
 
@@ -97,8 +97,7 @@ def pg_source(columns: tuple[Column, ...], anonymization: Anonymization, where: 
     if _needs_pseudonym(columns):
         inner.append(_pg_pseudonym())
     fenced = (
-        f"(SELECT {', '.join(inner)} FROM users, {_PG_KEY_ROW} WHERE {where} "
-        "ORDER BY users.id OFFSET 0) AS users"
+        f"(SELECT {', '.join(inner)} FROM users WHERE {where} ORDER BY users.id OFFSET 0) AS users"
     )
     return f"(SELECT {', '.join(_pseudonym_columns(columns))} FROM {fenced}) AS users"
 
