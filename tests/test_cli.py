@@ -626,6 +626,11 @@ def test_demo_serves_every_demo_user_to_the_printed_key_and_curl_line(tmp_path: 
         assert names["multi.line@example.com"] == "First line\nSecond line"
         assert names["formula@example.com"].startswith("'=HYPERLINK(")
         assert _demo_login(demo, password).status_code == 200
+        console = demo.printed(r"console:\s+(\S+)")
+        assert console == f"{demo.base}/console"
+        sign_in = httpx.get(console, follow_redirects=True, timeout=30)
+        assert sign_in.status_code == 200
+        assert str(sign_in.url) == f"{demo.base}/console/sign-in"
     # The default database and the credentials, in the working directory the demo ran in.
     assert (tmp_path / "reviewpoint.db").exists()
     state = tmp_path / ".reviewpoint" / "demo.json"

@@ -100,6 +100,7 @@ def demo(
                 f"  admin login:     {DEMO_ADMIN_EMAIL} / {shown}\n"
                 f"  export API key:  {key}\n"
                 f"  API docs:        {base}/docs\n"
+                f"  console:         {base}/console (sign in as the admin)\n"
                 f"  kept in:         {DEMO_STATE} (reprinted by the next run)\n\n"
                 "Download every user:\n"
                 f'  curl -H "X-API-Key: {key}" {base}/api/v1/users/export-full\n',
