@@ -215,7 +215,8 @@ def test_a_client_that_reads_nothing_is_cut_off_and_its_snapshot_released(
             assert server.export_connections_in_use() >= 1
             # Cut off after about a second: the snapshot is gone, no transaction idles.
             assert eventually(lambda: server.export_connections_in_use() == 0, seconds=10)
-            assert _idle_in_transaction(db_url) == 0
+            # A discarded connection's backend ends a moment after the pool lets go.
+            assert eventually(lambda: _idle_in_transaction(db_url) == 0, seconds=5)
             # The client then finds the download broken off: no final zero-length chunk.
             sock.settimeout(10)
             received = b""
