@@ -52,6 +52,32 @@ async def list_live(
     return page.all(), count or 0
 
 
+async def list_live_after(
+    session: AsyncSession,
+    *,
+    limit: int,
+    after_id: int | None = None,
+    before_id: int | None = None,
+    email: str | None = None,
+) -> list[User]:
+    """Up to `limit` live users by id after `after_id` (or the last ones before
+    `before_id`), in id order; `email` as logins match it.
+
+    Keyset paging for pages that must stay fast on millions of users: each page
+    walks the live-id index (or the email index) from where the last one ended,
+    with no OFFSET to skip and no count to make.
+    """
+    where = [LIVE] if email is None else [LIVE, email_key(User.email) == email_key(email)]
+    if before_id is not None:
+        statement = select(User).where(*where, User.id < before_id).order_by(User.id.desc())
+        found = list((await session.scalars(statement.limit(limit))).all())
+        return found[::-1]
+    if after_id is not None:
+        where.append(User.id > after_id)
+    statement = select(User).where(*where).order_by(User.id).limit(limit)
+    return list((await session.scalars(statement)).all())
+
+
 async def add(session: AsyncSession, user: User) -> User:
     session.add(user)
     await session.flush()

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Query, status
 
 from reviewpoint.auth.deps import BEARER_ERRORS, CurrentAdmin
 from reviewpoint.db import Session
-from reviewpoint.errors import Conflict
 from reviewpoint.inputs import PageOffset, RowId
 from reviewpoint.users import service
 from reviewpoint.users.schemas import (
@@ -82,6 +81,4 @@ async def update_user(
     responses={404: {"description": "No such user"}, 409: {"description": "Own account"}},
 )
 async def delete_user(session: Session, admin: CurrentAdmin, user_id: RowId) -> None:
-    if user_id == admin.id:
-        raise Conflict("Administrators cannot delete their own account")
-    await service.soft_delete(session, user_id=user_id)
+    await service.soft_delete(session, user_id=user_id, by_id=admin.id)

@@ -34,6 +34,11 @@ class LastActiveAdmin(Conflict):
         super().__init__("At least one active administrator must remain")
 
 
+class OwnAccount(Conflict):
+    def __init__(self) -> None:
+        super().__init__("Administrators cannot delete their own account")
+
+
 async def _flush_unique(session: AsyncSession) -> None:
     """Flush inside a savepoint so a lost race on the email index becomes a 409."""
     try:
@@ -74,6 +79,20 @@ async def list_page(
     return await repository.list_live(session, offset=offset, limit=limit, email=email)
 
 
+async def list_after(
+    session: AsyncSession,
+    *,
+    limit: int,
+    after_id: int | None = None,
+    before_id: int | None = None,
+    email: str | None = None,
+) -> list[User]:
+    """A keyset page of live users (the console's): no offset, no total."""
+    return await repository.list_live_after(
+        session, limit=limit, after_id=after_id, before_id=before_id, email=email
+    )
+
+
 async def _keep_an_active_admin(session: AsyncSession, *, losing: User) -> None:
     """Refuse to let `losing` stop being an active admin if they are the last one.
 
@@ -111,8 +130,13 @@ async def update(session: AsyncSession, *, user_id: int, data: UserUpdate) -> Us
     return user
 
 
-async def soft_delete(session: AsyncSession, *, user_id: int) -> None:
-    """Keep the row for audits; the user leaves logins, listings and exports."""
+async def soft_delete(session: AsyncSession, *, user_id: int, by_id: int | None = None) -> None:
+    """Keep the row for audits; the user leaves logins, listings and exports.
+
+    `by_id`: the admin asking, who may not delete themselves (the CLI has no account).
+    """
+    if by_id is not None and user_id == by_id:
+        raise OwnAccount()
     user = await get(session, user_id=user_id)
     await _keep_an_active_admin(session, losing=user)
     user.is_deleted = True
