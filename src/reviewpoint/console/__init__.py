@@ -9,9 +9,11 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from reviewpoint.console.deps import SIGN_IN_PATH, SignInRequired
+from reviewpoint.console.flags_page import router as flags_router
 from reviewpoint.console.headers import ConsoleHeadersMiddleware
 from reviewpoint.console.keys import router as keys_router
 from reviewpoint.console.router import router
+from reviewpoint.console.users_page import router as users_router
 
 STATIC = Path(__file__).parent / "static"
 
@@ -27,6 +29,8 @@ def install(app: FastAPI) -> None:
     """The console's routes, its static files and the headers every one of its responses carries."""
     app.include_router(router)
     app.include_router(keys_router)
+    app.include_router(flags_router)
+    app.include_router(users_router)
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
     app.add_exception_handler(SignInRequired, _to_sign_in)
     app.add_middleware(ConsoleHeadersMiddleware)
