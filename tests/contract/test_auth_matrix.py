@@ -138,6 +138,20 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/console/keys/{key_id:int}/revoke"): Route(
         Access.CONSOLE, f"/console/keys/{NO_ID}/revoke", 0, form={}
     ),
+    ("GET", "/console/flags"): Route(Access.CONSOLE, "/console/flags", 0),
+    ("GET", "/console/flags/{name}/{action}"): Route(
+        Access.CONSOLE, "/console/flags/no:such-flag/disable", 0
+    ),
+    ("POST", "/console/flags/{name}/{action}"): Route(
+        Access.CONSOLE, "/console/flags/no:such-flag/disable", 0, form={}
+    ),
+    ("GET", "/console/users"): Route(Access.CONSOLE, "/console/users", 0),
+    ("GET", "/console/users/{user_id:int}/{action}"): Route(
+        Access.CONSOLE, f"/console/users/{NO_ID}/delete", 0
+    ),
+    ("POST", "/console/users/{user_id:int}/{action}"): Route(
+        Access.CONSOLE, f"/console/users/{NO_ID}/delete", 0, form={}
+    ),
 }
 # Mounted static files (the offline docs' and the console's assets): served to
 # anyone, no routes inside.
