@@ -342,10 +342,19 @@ def test_every_page_fits_a_375_px_phone_without_sideways_scrolling(
         widths["export"] = _page_width(page)
         page.goto(f"{base}/console/keys")
         widths["keys"] = _page_width(page)
+        for name in ("flags", "users"):
+            page.goto(f"{base}/console/{name}")
+            widths[name] = _page_width(page)
         return widths
 
     widths = chromium.run(scenario, viewport={"width": 375, "height": 800})
-    assert widths == {"sign-in": 375, "export": 375, "keys": 375}
+    assert widths == {
+        "sign-in": 375,
+        "export": 375,
+        "keys": 375,
+        "flags": 375,
+        "users": 375,
+    }
 
 
 def _page_width(page: Page) -> int:

@@ -414,7 +414,9 @@ def test_confirming_an_unknown_key_is_a_404_page(signed_in: TestClient) -> None:
 
 
 @SQLITE_ONLY
-@pytest.mark.parametrize("path", [SIGN_IN, EXPORT_PAGE, "/console/keys"])
+@pytest.mark.parametrize(
+    "path", [SIGN_IN, EXPORT_PAGE, "/console/keys", "/console/flags", "/console/users"]
+)
 def test_a_page_and_its_assets_weigh_under_100_kb(signed_in: TestClient, path: str) -> None:
     """Uncompressed, as a browser with an empty cache fetches them."""
     response = signed_in.get(path, headers={"Accept-Encoding": "identity"})
