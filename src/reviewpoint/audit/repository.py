@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, String, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from reviewpoint.audit.models import ExportAudit
 
@@ -67,6 +70,57 @@ async def list_page(
     )
     count = await session.scalar(select(func.count()).select_from(ExportAudit).where(*conditions))
     return page.all(), count or 0
+
+
+class utc_day(FunctionElement[str]):
+    """The UTC calendar day of a time column, as `YYYY-MM-DD` text on both databases."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(utc_day)
+def _compile_utc_day(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str:
+    operand = compiler.process(element.clauses, **kw)
+    if compiler.dialect.name == "postgresql":
+        # timestamptz to the UTC wall clock first: the session's TimeZone must not move days.
+        return f"to_char(timezone('UTC', {operand}), 'YYYY-MM-DD')"
+    # SQLite holds naive UTC text (db.UTCDateTime).
+    return f"date({operand})"
+
+
+@dataclass(frozen=True)
+class DayTotal:
+    """Attempts that started on one UTC day and ended with one outcome."""
+
+    day: str
+    outcome: str
+    exports: int
+    rows: int
+
+
+async def daily_totals(session: AsyncSession, *, query: AuditQuery) -> list[DayTotal]:
+    """One GROUP BY over the records `query` selects, by day and outcome, oldest day first.
+
+    The time range bounds `started_at`, so it reads `ix_export_audit_started_at`
+    (or the actor's or the outcome's index, whichever the planner finds narrower).
+    """
+    day = utc_day(ExportAudit.started_at).label("day")
+    result = await session.execute(
+        select(
+            day,
+            ExportAudit.outcome,
+            func.count().label("exports"),
+            func.coalesce(func.sum(ExportAudit.rows), 0).label("rows"),
+        )
+        .where(*query.conditions())
+        .group_by(day, ExportAudit.outcome)
+        .order_by(day, ExportAudit.outcome)
+    )
+    return [
+        DayTotal(day=row.day, outcome=row.outcome, exports=int(row.exports), rows=int(row.rows))
+        for row in result
+    ]
 
 
 async def delete_started_before(session: AsyncSession, *, cutoff: datetime) -> int:
