@@ -10,17 +10,21 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
+from playwright.sync_api import Page, expect
 
 from reviewpoint.audit import service
 from reviewpoint.auth.deps import ExportPrincipal
+from reviewpoint.console.audit_chart import MAX_DAYS
 from reviewpoint.console.audit_page import PAGE_SIZE
 from reviewpoint.db import standalone_session, utcnow
 from reviewpoint.exports.attempt import ExportAttempt, Outcome
-from tests.audit.records import key_actor, user_actor
-from tests.console.conftest import ADMIN_EMAIL
-from tests.data import ADMIN_PASSWORD, create_user
+from tests.audit.records import key_actor, settled_rows, user_actor
+from tests.conftest import LiveServer
+from tests.console.conftest import ADMIN_EMAIL, Browser, screenshot, signed_in
+from tests.data import ADMIN_PASSWORD, create_api_key, create_user, insert_users, login
 
 AUDIT_PAGE = "/console/audit"
 SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -99,7 +103,8 @@ def listed(html: str) -> list[list[str]]:
 
 
 @pytest.fixture
-def signed_in(client: TestClient, db_url: str) -> TestClient:
+def console(client: TestClient, db_url: str) -> TestClient:
+    """A client signed in to the console as an admin."""
     create_user(db_url, ADMIN_EMAIL, password=ADMIN_PASSWORD, is_admin=True)
     form = client.get("/console/sign-in")
     token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
@@ -113,7 +118,7 @@ def signed_in(client: TestClient, db_url: str) -> TestClient:
     return client
 
 
-def test_the_page_lists_the_last_30_days_newest_first(signed_in: TestClient, db_url: str) -> None:
+def test_the_page_lists_the_last_30_days_newest_first(console: TestClient, db_url: str) -> None:
     add_records(
         db_url,
         [
@@ -123,7 +128,7 @@ def test_the_page_lists_the_last_30_days_newest_first(signed_in: TestClient, db_
             (TODAY, "completed", SYNC, 3),
         ],
     )
-    response = signed_in.get(AUDIT_PAGE)
+    response = console.get(AUDIT_PAGE)
     assert response.status_code == 200
     assert '<a href="/console/audit" aria-current="page">Audit</a>' in response.text
     rows = listed(response.text)
@@ -137,7 +142,7 @@ def test_the_page_lists_the_last_30_days_newest_first(signed_in: TestClient, db_
     assert "Records 1 to 3 of 3, newest first" in response.text
 
 
-def test_filters_narrow_by_actor_outcome_and_days(signed_in: TestClient, db_url: str) -> None:
+def test_filters_narrow_by_actor_outcome_and_days(console: TestClient, db_url: str) -> None:
     day = datetime(2026, 11, 10, tzinfo=UTC)
     add_records(
         db_url,
@@ -152,7 +157,7 @@ def test_filters_narrow_by_actor_outcome_and_days(signed_in: TestClient, db_url:
     )
 
     def rows_of(**query: str) -> list[str]:
-        response = signed_in.get(AUDIT_PAGE, params=query)
+        response = console.get(AUDIT_PAGE, params=query)
         assert response.status_code == 200, response.text
         return [row[5] for row in listed(response.text)]
 
@@ -169,24 +174,24 @@ def test_filters_narrow_by_actor_outcome_and_days(signed_in: TestClient, db_url:
     ) == ["13", "12", "11", "10"]
     assert rows_of(**{"from": "2026-11-01", "outcome": "denied"}) == ["0"]
     # The form shows the filters back, for the next change.
-    page = signed_in.get(AUDIT_PAGE, params={"actor": "api_key:3", "outcome": "denied"}).text
+    page = console.get(AUDIT_PAGE, params={"actor": "api_key:3", "outcome": "denied"}).text
     assert 'name="actor" type="text" value="api_key:3"' in page
     assert '<option value="denied" selected>' in page
 
 
-def test_pages_keep_the_filters_and_meet_without_gaps(signed_in: TestClient, db_url: str) -> None:
+def test_pages_keep_the_filters_and_meet_without_gaps(console: TestClient, db_url: str) -> None:
     start = TODAY - timedelta(days=2)
     add_records(
         db_url,
         [(start + timedelta(minutes=i), "completed", ALICE, i) for i in range(PAGE_SIZE + 5)]
         + [(start, "denied", ALICE, 0)],
     )
-    first = signed_in.get(AUDIT_PAGE, params={"outcome": "completed"})
+    first = console.get(AUDIT_PAGE, params={"outcome": "completed"})
     assert f"Records 1 to {PAGE_SIZE} of {PAGE_SIZE + 5}" in first.text
     older = re.search(r'<a href="([^"]+)" hx-get="[^"]+" hx-target="#audit-results"', first.text)
     assert older is not None
     assert older.group(1) == f"{AUDIT_PAGE}?outcome=completed&amp;offset={PAGE_SIZE}"
-    second = signed_in.get(older.group(1).replace("&amp;", "&"))
+    second = console.get(older.group(1).replace("&amp;", "&"))
     assert f"Records {PAGE_SIZE + 1} to {PAGE_SIZE + 5} of {PAGE_SIZE + 5}" in second.text
     shown = [int(row[5]) for row in listed(first.text) + listed(second.text)]
     assert shown == list(reversed(range(PAGE_SIZE + 5)))
@@ -208,9 +213,9 @@ BAD_FILTERS = [
 
 
 @SQLITE_ONLY
-def test_a_bad_filter_is_said_in_place(signed_in: TestClient) -> None:
+def test_a_bad_filter_is_said_in_place(console: TestClient) -> None:
     for query, message in BAD_FILTERS:
-        response = signed_in.get(AUDIT_PAGE, params=query)
+        response = console.get(AUDIT_PAGE, params=query)
         assert response.status_code == 422, query
         alert = re.search(r'<p class="error" role="alert">([^<]*)</p>', response.text)
         assert alert is not None, response.text
@@ -224,23 +229,23 @@ def test_a_bad_filter_is_said_in_place(signed_in: TestClient) -> None:
 
 @SQLITE_ONLY
 def test_htmx_gets_the_results_alone_and_errors_as_a_swappable_200(
-    signed_in: TestClient, db_url: str
+    console: TestClient, db_url: str
 ) -> None:
     add_records(db_url, [(TODAY, "completed", ALICE, 5)])
     htmx = {"HX-Request": "true"}
-    fragment = signed_in.get(AUDIT_PAGE, params={"outcome": "completed"}, headers=htmx)
+    fragment = console.get(AUDIT_PAGE, params={"outcome": "completed"}, headers=htmx)
     assert fragment.status_code == 200
     assert "<html" not in fragment.text and 'id="audit-form"' not in fragment.text
     assert [row[5] for row in listed(fragment.text)] == ["5"]
-    bad = signed_in.get(AUDIT_PAGE, params={"from": "soon"}, headers=htmx)
+    bad = console.get(AUDIT_PAGE, params={"from": "soon"}, headers=htmx)
     assert bad.status_code == 200
     assert 'role="alert">From: must be' in bad.text
     # htmx's history restore (back button, cache miss) needs the whole page.
-    restore = signed_in.get(AUDIT_PAGE, headers={**htmx, "HX-History-Restore-Request": "true"})
+    restore = console.get(AUDIT_PAGE, headers={**htmx, "HX-History-Restore-Request": "true"})
     assert "<html" in restore.text
 
 
-def test_the_chart_adds_up_to_the_records(signed_in: TestClient, db_url: str) -> None:
+def test_the_chart_adds_up_to_the_records(console: TestClient, db_url: str) -> None:
     day = datetime(2026, 11, 20, tzinfo=UTC)
     records: list[tuple[datetime, Outcome, ExportPrincipal | None, int]] = [
         (day - timedelta(microseconds=1), "completed", ALICE, 100),  # the 19th, last instant
@@ -252,7 +257,7 @@ def test_the_chart_adds_up_to_the_records(signed_in: TestClient, db_url: str) ->
         (day + timedelta(days=3, hours=1), "completed", SYNC, 1_000_000),
     ]
     add_records(db_url, records)
-    response = signed_in.get(AUDIT_PAGE, params={"from": "2026-11-15", "to": "2026-11-24"})
+    response = console.get(AUDIT_PAGE, params={"from": "2026-11-15", "to": "2026-11-24"})
     assert response.status_code == 200
 
     numbers = tables(response.text)["chart-numbers"]
@@ -283,7 +288,7 @@ def test_the_chart_adds_up_to_the_records(signed_in: TestClient, db_url: str) ->
     assert "<title>2026-11-20: 2 completed</title>" in response.text
 
     # Filtered, the chart counts what the table lists.
-    denied = signed_in.get(
+    denied = console.get(
         AUDIT_PAGE, params={"from": "2026-11-15", "to": "2026-11-24", "actor": "api_key:3"}
     )
     assert "3 export attempts from 2026-11-15" in denied.text
@@ -291,12 +296,83 @@ def test_the_chart_adds_up_to_the_records(signed_in: TestClient, db_url: str) ->
 
 
 @SQLITE_ONLY
-def test_a_range_past_a_year_lists_records_without_a_chart(
-    signed_in: TestClient, db_url: str
+def test_a_range_past_the_charts_days_lists_records_without_a_chart(
+    console: TestClient, db_url: str
 ) -> None:
     add_records(db_url, [(TODAY, "completed", ALICE, 5)])
-    response = signed_in.get(AUDIT_PAGE, params={"from": "2020-01-01"})
+    first = (TODAY - timedelta(days=MAX_DAYS)).date().isoformat()
+    response = console.get(AUDIT_PAGE, params={"from": first})
     assert response.status_code == 200
-    assert "The chart covers at most 366 days: narrow the range to see it." in response.text
+    assert f"The chart covers at most {MAX_DAYS} days: narrow the range to see it." in response.text
     assert 'id="audit-chart"' not in response.text
     assert len(listed(response.text)) == 1
+    # One day less, and it is drawn.
+    later = (TODAY - timedelta(days=MAX_DAYS - 1)).date().isoformat()
+    assert 'id="audit-chart"' in console.get(AUDIT_PAGE, params={"from": later}).text
+
+
+def test_an_admin_filters_the_audit_of_real_exports_and_reads_the_chart(
+    chromium: Browser, live_server: LiveServer, admin: str, db_url: str
+) -> None:
+    """Exports through the API, then the audit page in a browser: the nav link, the
+    chart, filtering by outcome (htmx, the URL kept), by actor (its link), a bad day."""
+    insert_users(db_url, [(f"user{i}@example.com", f"User {i}") for i in range(3)])
+    key_id, secret = create_api_key(db_url, ["users:export_full"], name="browser sync")
+    base = live_server.url
+    with httpx.Client(base_url=base, timeout=30) as client:
+        bearer = login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+        for headers in (bearer, bearer, {"X-API-Key": secret}, {"X-API-Key": "rvp_nope"}):
+            client.get("/api/v1/users/export-full", params={"format": "csv"}, headers=headers)
+    settled_rows(db_url, 4)
+    # A few weeks of history, so the chart has days to show.
+    history: list[tuple[datetime, Outcome, ExportPrincipal | None, int]] = [
+        (TODAY - timedelta(days=day, hours=hour), outcome, ALICE, 1_000 * (day % 4))
+        for day in range(1, 27, 2)
+        for hour, outcome in enumerate(("completed", "denied", "limited")[: day % 3 + 1])
+    ]
+    add_records(db_url, history)
+    total = 4 + len(history)
+    errors: list[str] = []
+
+    def scenario(page: Page) -> None:
+        page.on("console", lambda message: errors.append(message.text))
+        signed_in(page, base)
+        page.get_by_role("link", name="Audit").click()
+        expect(page).to_have_url(f"{base}/console/audit")
+        expect(page.get_by_role("link", name="Audit")).to_have_attribute("aria-current", "page")
+        caption = page.locator("#audit-table caption")
+        expect(caption).to_have_text(f"Records 1 to {total} of {total}, newest first")
+        expect(page.get_by_role("img", name="Exports per day by outcome")).to_be_visible()
+        expect(page.locator(".legend")).to_contain_text("denied")
+        screenshot(page, db_url, "console-audit")
+
+        # By outcome: htmx swaps the results, the address bar keeps the filter.
+        page.get_by_label("Outcome", exact=True).select_option("denied")
+        page.get_by_role("button", name="Filter").click()
+        denied = 1 + sum(1 for record in history if record[1] == "denied")
+        expect(caption).to_have_text(f"Records 1 to {denied} of {denied}, newest first")
+        expect(page).to_have_url(re.compile(r"outcome=denied"))
+        expect(page.locator("#chart-desc")).to_contain_text(f"{denied} export attempts")
+
+        # By actor: the key's link in the table; then its completed exports alone.
+        page.get_by_role("link", name="Clear").click()
+        page.get_by_role("link", name="browser sync").click()
+        expect(page).to_have_url(re.compile(f"actor=api_key%3A{key_id}"))
+        expect(page.get_by_label("Actor", exact=True)).to_have_value(f"api_key:{key_id}")
+        page.get_by_label("Outcome", exact=True).select_option("completed")
+        page.get_by_role("button", name="Filter").click()
+        expect(caption).to_have_text("Records 1 to 1 of 1, newest first")
+        expect(page.locator("#audit-table tbody tr td").nth(3)).to_have_text("completed")
+        expect(page.locator(".legend")).to_contain_text("completed 1")
+        # Its export sent every user: the three and the admin.
+        expect(page.locator(".legend")).to_contain_text("rows exported 4")
+
+        # A day that is not one is said in place; the form stays as typed.
+        page.get_by_label("From", exact=True).fill("last week")
+        page.get_by_role("button", name="Filter").click()
+        expect(page.get_by_role("alert")).to_contain_text("From: must be a day")
+        expect(page.get_by_label("From", exact=True)).to_have_value("last week")
+
+    chromium.run(scenario)
+    # No script or style was refused by the Content-Security-Policy.
+    assert not [text for text in errors if "Content Security Policy" in text], errors

@@ -26,8 +26,9 @@ ROWS_TOP = EXPORTS_TOP + EXPORTS_HEIGHT + 30
 ROWS_HEIGHT = 60
 AXIS_Y = ROWS_TOP + ROWS_HEIGHT
 HEIGHT = AXIS_Y + 22
-# Past a year the bars are thinner than a pixel at the page's width.
-MAX_DAYS = 366
+# A quarter: past it the bars get thinner than the labels can tell apart, and the
+# page (a bar and a row of numbers per day) heavier than the table it sits over.
+MAX_DAYS = 92
 # Day labels under the axis: about this many, so they never overlap.
 DAY_LABELS = 8
 
@@ -98,7 +99,7 @@ def build(totals: Sequence[DayTotal], *, first_day: date, last_day: date) -> Cha
     span = (last_day - first_day).days + 1
     by_day: dict[date, dict[str, DayTotal]] = {}
     for total in totals:
-        by_day.setdefault(date.fromisoformat(total.day), {})[total.outcome] = total
+        by_day.setdefault(total.day, {})[total.outcome] = total
     present = {total.outcome for total in totals}
     outcomes: tuple[str, ...] = tuple(outcome for outcome in OUTCOMES if outcome in present)
     # An outcome this code does not know yet still counts, after the known ones.
