@@ -373,6 +373,12 @@ def test_an_admin_filters_the_audit_of_real_exports_and_reads_the_chart(
         expect(page.get_by_role("alert")).to_contain_text("From: must be a day")
         expect(page.get_by_label("From", exact=True)).to_have_value("last week")
 
+        # On a 375 px phone the page does not scroll sideways (the table scrolls in its box).
+        page.set_viewport_size({"width": 375, "height": 800})
+        page.get_by_role("link", name="Clear").click()
+        expect(page.get_by_role("img", name="Exports per day by outcome")).to_be_visible()
+        assert page.evaluate("() => document.documentElement.scrollWidth") == 375
+
     chromium.run(scenario)
     # No script or style was refused by the Content-Security-Policy.
     assert not [text for text in errors if "Content Security Policy" in text], errors
