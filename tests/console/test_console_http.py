@@ -3,6 +3,7 @@ who may sign in, and the export page's count against the API's own."""
 
 from __future__ import annotations
 
+import html
 import re
 import secrets
 from http.cookies import SimpleCookie
@@ -270,7 +271,13 @@ def test_the_count_is_the_api_exports_row_count(
     insert_users(db_url, [(f"user{i}@example.com", f"User {i}") for i in range(12)])
     query = {"kind": "full", "fields": "id,email", "after_id": "3", "limit": "5"}
     preview = signed_in.get("/console/export/preview", params=query)
-    count = re.search(r'id="row-count">([\d,]+)<', preview.text)
+    # The preview renders at once and fetches the count once shown.
+    assert "row-count" not in preview.text
+    count_url = re.search(r'hx-get="([^"]+)" hx-trigger="load"', preview.text)
+    assert count_url is not None
+    counted = signed_in.get(html.unescape(count_url.group(1)))
+    assert counted.status_code == 200
+    count = re.search(r'id="row-count">([\d,]+)<', counted.text)
     assert count is not None
     api = signed_in.get(
         "/api/v1/users/export-full",
@@ -278,6 +285,16 @@ def test_the_count_is_the_api_exports_row_count(
         headers=bearer_headers(settings, admin),
     )
     assert count.group(1) == api.headers["X-Export-Rows"] == "5"
+
+
+def test_the_count_of_a_bad_filter_says_why_in_place(signed_in: TestClient) -> None:
+    counted = signed_in.get(
+        "/console/export/count", params={"kind": "full", "created_after": "yesterday"}
+    )
+    assert counted.status_code == 200
+    assert 'role="alert"' in counted.text
+    assert "created_after" in counted.text
+    assert "row-count" not in counted.text
 
 
 def test_a_download_without_a_session_is_refused_and_audited(

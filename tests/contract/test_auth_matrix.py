@@ -123,6 +123,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/console/sign-out"): Route(Access.CONSOLE, "/console/sign-out", 0, form={}),
     ("GET", "/console/export"): Route(Access.CONSOLE, "/console/export", 0),
     ("GET", "/console/export/preview"): Route(Access.CONSOLE, "/console/export/preview", 0),
+    ("GET", "/console/export/count"): Route(Access.CONSOLE, "/console/export/count", 0),
     ("GET", "/console/download/export"): Route(Access.CONSOLE, "/console/download/export", 0),
     ("GET", "/console/download/export-full"): Route(
         Access.CONSOLE, "/console/download/export-full", 0

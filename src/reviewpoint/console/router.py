@@ -26,10 +26,12 @@ from reviewpoint.console.deps import (
     secure,
 )
 from reviewpoint.console.export_form import (
+    COUNT_PATH,
     DEFAULT_FIELDS,
     FIELD_NAMES,
     FORMAT_NAMES,
     ExportChoice,
+    count_users,
     preview,
 )
 from reviewpoint.console.sessions import SESSION_COOKIE, SIGN_IN_COOKIE
@@ -205,13 +207,11 @@ async def sign_out(request: Request, database: DatabaseDep, signed_in: CheckedFo
 # Export
 
 
-async def _export_context(
-    request: Request, database: DatabaseDep, pseudonyms: PseudonymsDep
-) -> dict[str, object]:
+async def _export_context(request: Request, pseudonyms: PseudonymsDep) -> dict[str, object]:
     # A first visit shows the full export with every default column.
     values = dict(request.query_params) or {"kind": "full", "fields": DEFAULT_FIELDS}
     choice = ExportChoice.from_form(values)
-    shown = await preview(database, choice, pseudonyms=pseudonyms, base_url=str(request.base_url))
+    shown = preview(choice, pseudonyms=pseudonyms, base_url=str(request.base_url))
     return {
         "choice": choice,
         "preview": shown,
@@ -234,8 +234,18 @@ async def export_page(
 async def export_preview(
     request: Request, _signed_in: SignedInAdmin, context: ExportContext
 ) -> HTMLResponse:
-    """The count and command lines alone, for htmx to swap in as the form changes."""
+    """The command lines alone, for htmx to swap in as the form changes."""
     return page(request, "export_preview.html", context)
+
+
+@router.get(COUNT_PATH.removeprefix("/console"))
+async def export_count(
+    request: Request, _signed_in: SignedInAdmin, database: DatabaseDep, pseudonyms: PseudonymsDep
+) -> HTMLResponse:
+    """The count alone, which the preview loads once shown (see `export_form.preview`)."""
+    choice = ExportChoice.from_form(dict(request.query_params))
+    counted = await count_users(database, choice, pseudonyms=pseudonyms)
+    return page(request, "export_count.html", {"count": counted})
 
 
 # The downloads: the API's handlers, so the bytes, headers, limits and audit record
