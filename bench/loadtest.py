@@ -82,6 +82,11 @@ PROBE_EVERY_S = 0.05
 # A request that takes longer than this is a failure, not a slow success.
 EXPORT_TIMEOUT_S = 60.0
 OTHER_TIMEOUT_S = 10.0
+# An idle pooled connection is dropped before uvicorn's 5 s keep-alive closes it:
+# at httpx's default (also 5 s) a loop back from a Retry-After pause could send
+# on a connection the server was closing ("Server disconnected without sending
+# a response").
+KEEPALIVE_EXPIRY_S = 2.0
 # Pause after a failed request, so a broken server is not hammered in a tight loop.
 FAILURE_PAUSE_S = 0.1
 # What a well-behaved client waits after a 429 that gives no usable Retry-After.
@@ -390,6 +395,59 @@ class Storm:
         return self._loop(attempt)
 
 
+async def _side_loops(
+    pipe: Connection,
+    base_url: str,
+    duration: float,
+    live_users: int,
+    admin: Credential,
+    login_emails: list[str],
+    accept_encoding: str,
+) -> dict[str, Any]:
+    logins = Endpoint(f"POST {LOGIN} (wrong password)", BAD_LOGIN_LOOPS, [401], limited=True)
+    user_pages = Endpoint(f"GET {USERS}?limit=100 (admin)", ADMIN_READ_LOOPS, [200])
+    key_lists = Endpoint(f"GET {API_KEYS} (admin)", ADMIN_READ_LOOPS, [200])
+    async with httpx.AsyncClient(
+        base_url=base_url,
+        trust_env=False,
+        timeout=OTHER_TIMEOUT_S,
+        limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S),
+        headers={"Accept-Encoding": accept_encoding},
+    ) as client:
+        pipe.send("ready")
+        await asyncio.to_thread(pipe.poll, 60)  # "go": the storm starts
+        pipe.recv()
+        storm = Storm(client, time.monotonic() + duration, live_users)
+        loops = [storm.bad_logins(logins, login_emails) for _ in range(BAD_LOGIN_LOOPS)]
+        loops += [storm.admin_reads(user_pages, key_lists, admin) for _ in range(ADMIN_READ_LOOPS)]
+        await asyncio.gather(*loops)
+    return {"endpoints": [asdict(e) for e in (logins, user_pages, key_lists)]}
+
+
+def side_loops_main(
+    pipe: Connection,
+    base_url: str,
+    duration: float,
+    live_users: int,
+    admin: Credential,
+    login_emails: list[str],
+    accept_encoding: str,
+) -> None:
+    """Runs in its own process: wrong-password logins and admin reads during the storm."""
+    try:
+        pipe.send(
+            asyncio.run(
+                _side_loops(
+                    pipe, base_url, duration, live_users, admin, login_emails, accept_encoding
+                )
+            )
+        )
+    except KeyboardInterrupt:
+        pass
+    except Exception as error:  # the parent reports it; a traceback here would be lost
+        pipe.send({"crashed": repr(error)})
+
+
 # --------------------------------------------------------------------------- the monitor
 
 
@@ -665,28 +723,52 @@ async def run_storm(
     by_email = Endpoint(
         f"GET {EXPORT_EMAIL}?email= (API key)", EMAIL_EXPORT_LOOPS, [200], limited=True, export=True
     )
-    logins = Endpoint(f"POST {LOGIN} (wrong password)", BAD_LOGIN_LOOPS, [401], limited=True)
-    user_pages = Endpoint(f"GET {USERS}?limit=100 (admin)", ADMIN_READ_LOOPS, [200])
-    key_lists = Endpoint(f"GET {API_KEYS} (admin)", ADMIN_READ_LOOPS, [200])
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-    async with httpx.AsyncClient(
-        base_url=base_url,
-        trust_env=False,
-        limits=limits,
-        timeout=EXPORT_TIMEOUT_S,
-        headers={"Accept-Encoding": accept_encoding},
-    ) as client:
-        started = time.monotonic()
-        storm = Storm(client, started + duration, live_users)
-        loops = [storm.full_exports(full_keys, key) for key in keys for _ in range(LOOPS_PER_KEY)]
-        loops += [storm.full_exports(full_admin, admin) for _ in range(ADMIN_EXPORT_LOOPS)]
-        loops += [
-            storm.email_exports(by_email, email_key, email) for _ in range(EMAIL_EXPORT_LOOPS)
-        ]
-        loops += [storm.bad_logins(logins, login_emails) for _ in range(BAD_LOGIN_LOOPS)]
-        loops += [storm.admin_reads(user_pages, key_lists, admin) for _ in range(ADMIN_READ_LOOPS)]
-        await asyncio.gather(*loops)
-        elapsed = time.monotonic() - started
+    limits = httpx.Limits(
+        max_connections=100, max_keepalive_connections=100, keepalive_expiry=KEEPALIVE_EXPIRY_S
+    )
+    # Logins and admin reads run in a process of their own (as niced): on this
+    # event loop their times would include the loop's turns at parsing exports.
+    context = multiprocessing.get_context("spawn")
+    parent_end, child_end = context.Pipe()
+    side = context.Process(
+        target=side_loops_main,
+        args=(child_end, base_url, duration, live_users, admin, login_emails, accept_encoding),
+        daemon=True,
+    )
+    side.start()
+    try:
+        if not parent_end.poll(60) or parent_end.recv() != "ready":
+            raise RuntimeError("the login and admin-read process did not start within 60 s")
+        parent_end.send("go")
+        async with httpx.AsyncClient(
+            base_url=base_url,
+            trust_env=False,
+            limits=limits,
+            timeout=EXPORT_TIMEOUT_S,
+            headers={"Accept-Encoding": accept_encoding},
+        ) as client:
+            started = time.monotonic()
+            storm = Storm(client, started + duration, live_users)
+            loops = [
+                storm.full_exports(full_keys, key) for key in keys for _ in range(LOOPS_PER_KEY)
+            ]
+            loops += [storm.full_exports(full_admin, admin) for _ in range(ADMIN_EXPORT_LOOPS)]
+            loops += [
+                storm.email_exports(by_email, email_key, email) for _ in range(EMAIL_EXPORT_LOOPS)
+            ]
+            await asyncio.gather(*loops)
+            elapsed = time.monotonic() - started
+        # Its in-flight requests are bounded by OTHER_TIMEOUT_S.
+        if not await asyncio.to_thread(parent_end.poll, OTHER_TIMEOUT_S + 30):
+            raise RuntimeError("the login and admin-read process did not report")
+        reported = parent_end.recv()
+    finally:
+        side.join(10)
+        if side.is_alive():
+            side.terminate()
+    if "crashed" in reported:
+        raise RuntimeError(f"the login and admin-read process failed: {reported['crashed']}")
+    logins, user_pages, key_lists = (Endpoint(**fields) for fields in reported["endpoints"])
     return [full_keys, full_admin, by_email, logins, user_pages, key_lists], elapsed
 
 
