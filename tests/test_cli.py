@@ -46,6 +46,7 @@ from tests.cli.runner import (
     sql_rows,
 )
 from tests.cli.runner import environment as _environment
+from tests.conftest import served_process
 from tests.data import BULK_PASSWORD, create_api_key, insert_user, login
 
 EXPORT_FULL = "/api/v1/users/export-full"
@@ -779,3 +780,24 @@ def test_serve_without_a_secret_in_dev_signs_with_one_key_across_workers(
             assert me.status_code == 200, me.text
     assert "tokens are signed with a random key" in server.stderr
     assert "REVIEWPOINT_JWT_SECRET_KEY" not in server.env
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize("keep_alive", [1, 5])
+def test_serve_closes_an_idle_connection_after_the_keep_alive_setting(
+    db_url: str, tmp_path: Path, keep_alive: int
+) -> None:
+    with served_process(db_url, tmp_path / "serve.log", keep_alive_seconds=str(keep_alive)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answer = connection.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200")
+            # Idle for 3 s: closed by then at 1 s, still open at 5 s.
+            time.sleep(3)
+            connection.settimeout(0.5)
+            try:
+                closed = connection.recv(1) == b""
+            except TimeoutError:
+                closed = False
+        assert closed == (keep_alive < 3)

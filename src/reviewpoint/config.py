@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # JSON lines for log collectors (suggested in prod), text for people reading a terminal.
     log_format: Literal["text", "json"] = "text"
+    # How long `serve` keeps an idle HTTP/1.1 connection open. Longer than the
+    # idle timeout of whatever sits in front (AWS ALB 60 s, nginx 60 s): a proxy
+    # or client reusing a connection the server is closing at that moment gets
+    # an error instead of an answer (uvicorn's own default is 5 s).
+    keep_alive_seconds: int = Field(default=75, ge=1, le=3600)
     # Prometheus metrics at /metrics; off: no route (404) and nothing collected.
     metrics: bool = True
     # When set, /metrics wants `Authorization: Bearer <token>`; unset, it is open

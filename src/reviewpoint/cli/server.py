@@ -55,6 +55,7 @@ def serve(
             host=host,
             port=port,
             workers=workers,
+            timeout_keep_alive=settings.keep_alive_seconds,
             log_level=settings.log_level,
             log_config=uvicorn_log_config(settings.log_level, settings.log_format),
         )
