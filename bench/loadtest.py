@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -424,24 +424,16 @@ async def _side_loops(
     return {"endpoints": [asdict(e) for e in (logins, user_pages, key_lists)]}
 
 
-def side_loops_main(
-    pipe: Connection,
-    base_url: str,
-    duration: float,
-    live_users: int,
-    admin: Credential,
-    login_emails: list[str],
-    accept_encoding: str,
-) -> None:
-    """Runs in its own process: wrong-password logins and admin reads during the storm."""
+def side_loops_main(pipe: Connection, *arguments: Any) -> None:
+    """Runs in its own process: wrong-password logins and admin reads during the storm
+    (`arguments` as `_side_loops` takes them after the pipe)."""
+    report_from_child(pipe, _side_loops(pipe, *arguments))
+
+
+def report_from_child(pipe: Connection, work: Coroutine[Any, Any, dict[str, Any]]) -> None:
+    """Run a child process's `work` and send the parent its report, or why it crashed."""
     try:
-        pipe.send(
-            asyncio.run(
-                _side_loops(
-                    pipe, base_url, duration, live_users, admin, login_emails, accept_encoding
-                )
-            )
-        )
+        pipe.send(asyncio.run(work))
     except KeyboardInterrupt:
         pass
     except Exception as error:  # the parent reports it; a traceback here would be lost
@@ -571,12 +563,7 @@ def monitor_main(
     pipe: Connection, base_url: str, server_pid: int, pg_dsn: str | None, pg_database: str
 ) -> None:
     """Runs in its own process: probe latencies must not include the storm client's CPU time."""
-    try:
-        pipe.send(asyncio.run(_monitor(pipe, base_url, server_pid, pg_dsn, pg_database)))
-    except KeyboardInterrupt:
-        pass
-    except Exception as error:  # the parent reports it; a traceback here would be lost
-        pipe.send({"crashed": repr(error)})
+    report_from_child(pipe, _monitor(pipe, base_url, server_pid, pg_dsn, pg_database))
 
 
 # --------------------------------------------------------------------------- one database

@@ -92,7 +92,7 @@ async def list_page(
 ) -> tuple[Sequence[ExportAudit], int]:
     """Records newest first; `actor` is `user:ID`, `api_key:ID` or `cli:UID`
     (ValueError otherwise)."""
-    query = audit_query(actor=actor, outcome=outcome, since=since, until=until)
+    query = _audit_query(actor=actor, outcome=outcome, since=since, until=until)
     return await repository.list_page(session, query=query, offset=offset, limit=limit)
 
 
@@ -106,11 +106,11 @@ async def daily_totals(
 ) -> list[DayTotal]:
     """Attempts and rows sent per UTC day and outcome, over the records `list_page`
     lists for the same filters (so a chart of them adds up to its count)."""
-    query = audit_query(actor=actor, outcome=outcome, since=since, until=until)
+    query = _audit_query(actor=actor, outcome=outcome, since=since, until=until)
     return await repository.daily_totals(session, query=query)
 
 
-def audit_query(
+def _audit_query(
     *,
     actor: str | None = None,
     outcome: str | None = None,

@@ -113,6 +113,7 @@ def demo(
         )
         config = uvicorn.Config(
             create_app(demo_settings),
+            timeout_keep_alive=settings.keep_alive_seconds,
             log_level=settings.log_level,
             log_config=uvicorn_log_config(settings.log_level, settings.log_format),
         )

@@ -119,6 +119,16 @@ class Count:
     error: str | None = None
 
 
+def _checked(choice: ExportChoice, pseudonyms: Pseudonyms) -> ExportRequest | str:
+    """The export `choice` asks for, or why its endpoint would refuse it."""
+    try:
+        return choice.request(pseudonyms)
+    except ValidationError as error:
+        return _validation_message(error)
+    except AppError as error:
+        return error.detail
+
+
 def _validation_message(error: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors()
@@ -132,12 +142,9 @@ def preview(choice: ExportChoice, *, pseudonyms: Pseudonyms, base_url: str) -> P
     users takes about 150 ms), so the page does not wait for it: the preview
     asks for the count once shown (`count_users`).
     """
-    try:
-        request = choice.request(pseudonyms)
-    except ValidationError as error:
-        return Preview(choice, error=_validation_message(error))
-    except AppError as error:
-        return Preview(choice, error=error.detail)
+    request = _checked(choice, pseudonyms)
+    if isinstance(request, str):
+        return Preview(choice, error=request)
     query = choice.query_string
     api_url = f"{base_url.rstrip('/')}/api/v1/users/{choice.endpoint}" + (
         f"?{query}" if query else ""
@@ -153,12 +160,9 @@ def preview(choice: ExportChoice, *, pseudonyms: Pseudonyms, base_url: str) -> P
 
 async def count_users(database: Database, choice: ExportChoice, *, pseudonyms: Pseudonyms) -> Count:
     """How many users the export would hold, counted in a snapshot as the export counts them."""
-    try:
-        request = choice.request(pseudonyms)
-    except ValidationError as error:
-        return Count(error=_validation_message(error))
-    except AppError as error:
-        return Count(error=error.detail)
+    request = _checked(choice, pseudonyms)
+    if isinstance(request, str):
+        return Count(error=request)
     async with snapshot(database.engine) as connection:
         return Count(rows=await count_rows(connection, request.filters))
 
