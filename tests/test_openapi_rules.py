@@ -111,7 +111,8 @@ def test_created_resources_link_to_what_can_be_done_with_them(document: dict[str
     user = document["paths"]["/api/v1/users"]["post"]["responses"]["201"]["links"]
     assert set(user) == {"GetUser", "UpdateUser", "DeleteUser"}
     key = document["paths"]["/api/v1/api-keys"]["post"]["responses"]["201"]["links"]
-    assert set(key) == {"RotateKey", "RevokeKey"}
+    assert set(key) == {"UseKey", "RotateKey", "RevokeKey"}
+    assert key["UseKey"]["parameters"] == {"header.X-API-Key": "$response.body#/secret"}
     for link in [*user.values(), *key.values()]:
         path, method = link["operationRef"].removeprefix("#/paths/").rsplit("/", 1)
         assert method in document["paths"][path.replace("~1", "/")]

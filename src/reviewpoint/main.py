@@ -33,6 +33,7 @@ from reviewpoint.metrics.middleware import RequestMetricsMiddleware
 from reviewpoint.metrics.observer import ExportMetrics
 from reviewpoint.metrics.registry import Metrics
 from reviewpoint.metrics.router import router as metrics_router
+from reviewpoint.openapi import install as document_failures
 from reviewpoint.request_id import RequestIdMiddleware
 from reviewpoint.users.router import router as users_router
 
@@ -114,4 +115,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit_router,
     ):
         app.include_router(router)
+    # /openapi.json: the 503s, 413s and error bodies every route of a kind can answer.
+    document_failures(app)
     return app

@@ -22,10 +22,14 @@ router = APIRouter(
 
 
 # OpenAPI links: what a client (and the stateful contract test) can do next with the
-# key just issued, naming its id from the 201's body.
+# key just issued: export with its secret, rotate or revoke it by its id.
 _KEY_ID = {"key_id": "$response.body#/id"}
 _KEY = "#/paths/~1api~1v1~1api-keys~1{key_id}"
 _ISSUED_KEY_LINKS = {
+    "UseKey": {
+        "operationRef": "#/paths/~1api~1v1~1users~1export/get",
+        "parameters": {"header.X-API-Key": "$response.body#/secret"},
+    },
     "RotateKey": {"operationRef": f"{_KEY}~1rotate/post", "parameters": _KEY_ID},
     "RevokeKey": {"operationRef": f"{_KEY}/delete", "parameters": _KEY_ID},
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
 
@@ -26,6 +26,12 @@ router = APIRouter(
 )
 
 
+# Setting a password waits for an Argon2 thread; a flood beyond the queue is refused.
+_HASHING_BUSY: dict[int | str, dict[str, Any]] = {
+    429: {"description": "Too many password checks in progress; retry shortly"}
+}
+_LAST_ADMIN = "a change that would leave no active administrator"
+
 # OpenAPI links: what a client (and the stateful contract test) can do next with the
 # user just created, naming its id from the 201's body.
 _USER_ID = {"user_id": "$response.body#/id"}
@@ -43,6 +49,7 @@ _CREATED_USER_LINKS = {
     responses={
         201: {"description": "The user, as stored", "links": _CREATED_USER_LINKS},
         409: {"description": "Email already registered"},
+        **_HASHING_BUSY,
     },
 )
 async def create_user(session: Session, admin: CurrentAdmin, data: UserCreate) -> UserPublic:
@@ -67,7 +74,11 @@ async def get_user(session: Session, admin: CurrentAdmin, user_id: RowId) -> Use
 
 @router.patch(
     "/{user_id:int}",
-    responses={404: {"description": "No such user"}, 409: {"description": "Email taken"}},
+    responses={
+        404: {"description": "No such user"},
+        409: {"description": f"Email taken, or {_LAST_ADMIN} (deactivating or demoting the last)"},
+        **_HASHING_BUSY,
+    },
 )
 async def update_user(
     session: Session, admin: CurrentAdmin, user_id: RowId, data: UserUpdate
@@ -78,7 +89,10 @@ async def update_user(
 @router.delete(
     "/{user_id:int}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={404: {"description": "No such user"}, 409: {"description": "Own account"}},
+    responses={
+        404: {"description": "No such user"},
+        409: {"description": f"The caller's own account, or {_LAST_ADMIN}"},
+    },
 )
 async def delete_user(session: Session, admin: CurrentAdmin, user_id: RowId) -> None:
     await service.soft_delete(session, user_id=user_id, by_id=admin.id)
