@@ -20,6 +20,7 @@ import io
 import json
 import os
 import secrets
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -104,30 +105,45 @@ def _documented_schema() -> dict[str, Any]:
     return document
 
 
+# Requests each kind of fuzzing run sent, by run and backend, for the summary the
+# contract tests print at the end (README, "Reliability").
+REQUESTS: Counter[str] = Counter()
+
+
 class CurrentApp:
     """The ASGI app the schema sends to: the app of the test running now.
 
     The schema is loaded once, before any test has a database; each test puts
     its own app here (`serving`), lifespan included, so the checks' own probes
     (ignored_auth, use_after_free, ...) reach the same app as the cases.
+
+    It counts the requests each kind of run sends, per backend (REQUESTS).
     """
 
     def __init__(self) -> None:
         self.app: ASGIApp | None = None
+        self.run = ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert self.app is not None, "no test is serving an app"
+        if scope["type"] == "http":
+            REQUESTS[self.run] += 1
         await self.app(scope, receive, send)
 
     @contextmanager
-    def serving(self, app: ASGIApp) -> Iterator[None]:
+    def serving(self, app: ASGIApp, *, run: str, db_url: str) -> Iterator[None]:
         self.app = app
+        self.run = f"{run} ({backend_of(db_url)})"
         try:
             yield
         finally:
             # schemathesis starts the lifespan at the first request and keeps it until told.
             asgi.shutdown_lifespans()
             self.app = None
+
+
+def backend_of(db_url: str) -> str:
+    return "SQLite" if db_url.startswith("sqlite") else "PostgreSQL"
 
 
 CURRENT_APP = CurrentApp()

@@ -73,7 +73,8 @@ def unreachable_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Sett
 @pytest.fixture
 def app_without_database(unreachable_settings: Settings) -> Iterator[FastAPI]:
     served = create_app(fuzz_settings(unreachable_settings))
-    with CURRENT_APP.serving(served):
+    run = "database out of reach"
+    with CURRENT_APP.serving(served, run=run, db_url=unreachable_settings.db_url):
         yield served
 
 

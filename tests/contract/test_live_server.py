@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import reject
 from hypothesis import settings as hypothesis_settings
@@ -24,7 +25,9 @@ from tests.contract.fuzzing import (
     DOCUMENT,
     EXAMPLES,
     FUZZ_SETTINGS,
+    REQUESTS,
     Credentials,
+    backend_of,
     config,
     fuzz_settings,
     make_credentials,
@@ -37,7 +40,7 @@ LIVE = schemathesis.openapi.from_dict(DOCUMENT, config=config(coverage=False))
 @pytest.fixture(scope="module", params=BACKENDS)
 def live(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[LiveServer, Credentials]]:
+) -> Iterator[tuple[LiveServer, Credentials, requests.Session]]:
     """One server and database per backend for every operation: a database each
     would cost more than this run's requests on PostgreSQL."""
     folder = tmp_path_factory.mktemp("live")
@@ -50,18 +53,22 @@ def live(
             jwt_secret_key=secrets.token_urlsafe(32),
         )
         credentials = make_credentials(settings)
-        with LiveServer(fuzz_settings(settings)) as server:
-            yield server, credentials
+        with LiveServer(fuzz_settings(settings)) as server, requests.Session() as session:
+            run = f"over HTTP ({backend_of(db_url)})"
+            session.hooks["response"].append(lambda *_args, **_kwargs: REQUESTS.update([run]))
+            yield server, credentials, session
 
 
 @LIVE.parametrize()
 @hypothesis_settings(FUZZ_SETTINGS, max_examples=max(2, EXAMPLES // 2))
 def test_operation_answers_as_documented_over_http(
-    case: schemathesis.Case, live: tuple[LiveServer, Credentials]
+    case: schemathesis.Case, live: tuple[LiveServer, Credentials, requests.Session]
 ) -> None:
-    server, credentials = live
+    server, credentials, session = live
     if targets_admin(case.path_parameters, credentials.admin_id):
         reject()
     for headers in credentials.for_next_case():
-        response: Any = case.call_and_validate(base_url=server.url, headers=headers)
+        response: Any = case.call_and_validate(
+            base_url=server.url, session=session, headers=headers
+        )
         assert response.request.url.startswith("http://127.0.0.1:")

@@ -38,7 +38,7 @@ def credentials(settings: Settings) -> Credentials:
 @pytest.fixture
 def app(settings: Settings, credentials: Credentials) -> Iterator[FastAPI]:
     served = create_app(fuzz_settings(settings))
-    with CURRENT_APP.serving(served):
+    with CURRENT_APP.serving(served, run="in process", db_url=settings.db_url):
         yield served
 
 

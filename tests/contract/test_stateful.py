@@ -78,7 +78,10 @@ def test_linked_operations_keep_their_promises(
             db_url = self.resources.enter_context(migrated_database(request, folder, backend))
             scenario_settings = fuzz_settings(settings.model_copy(update={"db_url": db_url}))
             self.credentials: Credentials = make_credentials(scenario_settings)
-            self.resources.enter_context(CURRENT_APP.serving(create_app(scenario_settings)))
+            served = CURRENT_APP.serving(
+                create_app(scenario_settings), run="stateful", db_url=db_url
+            )
+            self.resources.enter_context(served)
 
         def teardown(self) -> None:
             self.resources.close()
