@@ -22,8 +22,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
+# Two pytest workers (pytest-xdist), one per core of the 2-core machines the suite
+# is measured on (TEST_WORKERS=0: one process); then, alone, the tests that bound
+# latencies under load, which a second busy worker would slow.
+TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not timing"
+	$(BIN)/pytest -m timing
 
 # Schema fuzzing with a fresh random seed and more examples than CI's fixed run.
 FUZZ_EXAMPLES ?= 200

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -262,8 +263,28 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
         yield server
 
 
+# Requests the schema fuzzing sent (tests/contract/fuzzing.py), by run and backend,
+# added up over the xdist workers for the summary below (README, "Reliability").
+FUZZING_REQUESTS: Counter[str] = Counter()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: its counts go to the controller
+        workeroutput["fuzzing_requests"] = dict(FUZZING_REQUESTS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    FUZZING_REQUESTS.update(getattr(node, "workeroutput", {}).get("fuzzing_requests", {}))
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Say how many PostgreSQL tests passed, so CI can insist on more than zero."""
+    """Say how many PostgreSQL tests passed, so CI can insist on more than zero, and
+    how many requests the schema fuzzing sent."""
     passed = terminalreporter.stats.get("passed", [])
     count = sum(1 for report in passed if "postgresql" in report.nodeid)
     terminalreporter.write_line(f"PostgreSQL tests passed: {count}")
+    if FUZZING_REQUESTS:
+        runs = ", ".join(f"{n} {run}" for run, n in sorted(FUZZING_REQUESTS.items()))
+        terminalreporter.write_line(f"Schema fuzzing requests: {runs}")

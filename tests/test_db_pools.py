@@ -70,6 +70,7 @@ def test_a_cap_that_leaves_requests_too_few_connections_is_refused_at_start() ->
     assert "\n" not in message
 
 
+@pytest.mark.timing
 def test_a_request_that_finds_no_free_connection_gets_503_with_retry_after(
     db_url: str,
 ) -> None:
@@ -113,6 +114,7 @@ def sqlite_url(sqlite_template: Path, tmp_path: Path) -> Iterator[str]:
     yield f"sqlite+aiosqlite:///{path}"
 
 
+@pytest.mark.timing
 def test_reads_and_exports_do_not_wait_for_the_sqlite_write_lock(sqlite_url: str) -> None:
     insert_user(sqlite_url, "admin@example.com", is_admin=True)
     key = {"X-API-Key": create_api_key(sqlite_url, ["users:export_full"])[1]}

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 
 from reviewpoint import security
@@ -66,6 +67,7 @@ def test_an_account_is_limited_across_addresses(db_url: str) -> None:
             assert _attempt(second, "other@example.com", BULK_PASSWORD).status_code == 200
 
 
+@pytest.mark.timing
 def test_a_login_flood_does_not_delay_health_or_exports(db_url: str, tmp_path: Path) -> None:
     insert_users(db_url, [(f"u{i}@example.com", f"U {i}") for i in range(200)])
     key = {"X-API-Key": create_api_key(db_url, ["users:export_full"])[1]}

@@ -22,7 +22,6 @@ from tests.conftest import LiveServer
 from tests.console.conftest import ADMIN_EMAIL, Browser, screenshot, sign_in, signed_in
 from tests.data import (
     ADMIN_PASSWORD,
-    create_api_key,
     create_user,
     insert_user,
     insert_users,
@@ -325,41 +324,6 @@ def test_a_key_is_created_used_rotated_and_revoked(
         assert status(second) == 401
 
     chromium.run(scenario)
-
-
-@SQLITE_ONLY
-def test_every_page_fits_a_375_px_phone_without_sideways_scrolling(
-    chromium: Browser, live_server: LiveServer, admin: str, db_url: str
-) -> None:
-    create_api_key(db_url, ["users:export", "users:export_full"], name="a rather long key name")
-    base = live_server.url
-
-    def scenario(page: Page) -> dict[str, int]:
-        widths = {}
-        page.goto(f"{base}/console/sign-in")
-        widths["sign-in"] = _page_width(page)
-        signed_in(page, base)
-        widths["export"] = _page_width(page)
-        page.goto(f"{base}/console/keys")
-        widths["keys"] = _page_width(page)
-        for name in ("flags", "users"):
-            page.goto(f"{base}/console/{name}")
-            widths[name] = _page_width(page)
-        return widths
-
-    widths = chromium.run(scenario, viewport={"width": 375, "height": 800})
-    assert widths == {
-        "sign-in": 375,
-        "export": 375,
-        "keys": 375,
-        "flags": 375,
-        "users": 375,
-    }
-
-
-def _page_width(page: Page) -> int:
-    width: int = page.evaluate("() => document.documentElement.scrollWidth")
-    return width
 
 
 @SQLITE_ONLY

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
 from hypothesis import settings
 
 CI_EXAMPLES = 100
@@ -33,13 +32,3 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 def scaled(ci_examples: int) -> int:
     """`ci_examples` under `ci`, proportionally more under `long`."""
     return max(1, ci_examples * settings.default.max_examples // CI_EXAMPLES)
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """How many requests the schema fuzzing sent, by run and backend (README, "Reliability")."""
-    # Here, not at the top: the fuzzing's settings are built once the profile above is loaded.
-    from tests.contract.fuzzing import REQUESTS
-
-    if REQUESTS:
-        runs = ", ".join(f"{count} {run}" for run, count in sorted(REQUESTS.items()))
-        terminalreporter.write_line(f"Schema fuzzing requests: {runs}")

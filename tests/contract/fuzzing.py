@@ -20,7 +20,6 @@ import io
 import json
 import os
 import secrets
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from reviewpoint.config import Settings, load_settings
 from reviewpoint.exports.columns import TIMESTAMP_FORMAT
 from reviewpoint.exports.formats.xlsx import XLSX
 from reviewpoint.main import create_app
+from tests.conftest import FUZZING_REQUESTS
 from tests.data import bearer_headers, create_api_key, insert_user
 
 # A token that outlives any run.
@@ -105,9 +105,9 @@ def _documented_schema() -> dict[str, Any]:
     return document
 
 
-# Requests each kind of fuzzing run sent, by run and backend, for the summary the
-# contract tests print at the end (README, "Reliability").
-REQUESTS: Counter[str] = Counter()
+# Requests each kind of fuzzing run sent, by run and backend, for the summary at
+# the end of the run (tests/conftest.py; README, "Reliability").
+REQUESTS = FUZZING_REQUESTS
 
 
 class CurrentApp:

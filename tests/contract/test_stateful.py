@@ -42,9 +42,10 @@ from tests.contract.fuzzing import (
 )
 
 STEPS = 8
-# Enough scenarios, with CI's fixed seed, to follow every link at least once (the
-# last assertion): 8 never deleted a user it had made.
+# Enough scenarios to follow every link at least once (the last assertion): 8
+# with CI's seed never deleted a user the run had made.
 SCENARIOS = max(EXAMPLES, 12)
+RUNS = 3
 KEY_PATH = "/api/v1/api-keys"
 
 
@@ -117,18 +118,22 @@ def test_linked_operations_keep_their_promises(
                 recorder=self.recorder,
             )
 
-    run_state_machine_as_test(
-        AdminScenarios,
-        settings=hypothesis.settings(
-            FUZZ_SETTINGS,
-            max_examples=SCENARIOS,
-            stateful_step_count=STEPS,
-            # Generation only, as schemathesis runs its own stateful phase.
-            phases=[hypothesis.Phase.generate],
-        ),
-    )
-    # Every link was followed: a created user read, changed and deleted, a created
-    # key used for an export, rotated and revoked. (If a change to the schema makes
-    # the fixed seed miss one, raise SCENARIOS.)
+    # Every link must be followed: a created user read, changed and deleted, a
+    # created key used for an export, rotated and revoked. Whether a step uses
+    # what a link extracts is a true coin toss in schemathesis (outside the
+    # fixed seed), so a run that missed one is followed by another, up to three.
     links = {"GetUser", "UpdateUser", "DeleteUser", "UseKey", "RotateKey", "RevokeKey"}
+    for _run in range(RUNS):
+        run_state_machine_as_test(
+            AdminScenarios,
+            settings=hypothesis.settings(
+                FUZZ_SETTINGS,
+                max_examples=SCENARIOS,
+                stateful_step_count=STEPS,
+                # Generation only, as schemathesis runs its own stateful phase.
+                phases=[hypothesis.Phase.generate],
+            ),
+        )
+        if set(followed) == links:
+            break
     assert set(followed) == links, followed

@@ -95,6 +95,7 @@ def _idle_in_transaction(db_url: str) -> int:
 # --- caps -------------------------------------------------------------------------
 
 
+@pytest.mark.timing
 def test_twenty_concurrent_exports_of_one_key_get_200_or_429_and_readiness_stays_fast(
     db_url: str,
 ) -> None:

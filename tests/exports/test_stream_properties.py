@@ -422,6 +422,7 @@ def test_database_down_is_a_clean_503(
 # XLSX adds the most of it (escaping on SQLite, zipping on a thread).
 @pytest.mark.parametrize("format_name", ["csv", "xlsx"])
 @pytest.mark.parametrize("chunk_rows", [Settings.model_fields["export_chunk_rows"].default])
+@pytest.mark.timing
 def test_health_answers_quickly_while_exports_stream(
     live_server: LiveServer, db_url: str, full_key: dict[str, str], format_name: str
 ) -> None:
@@ -492,6 +493,7 @@ def test_health_answers_quickly_while_exports_stream(
 # --- 6. the first byte comes early -----------------------------------------------------
 
 
+@pytest.mark.timing
 def test_first_bytes_arrive_before_the_export_is_read(
     tight_client: httpx.Client,
     db_url: str,
