@@ -3,8 +3,9 @@
 Each route declares the answers of its own logic (404, 409, ...). Some come from
 what a route is built on instead: any route that reads the database answers 503
 while it is down or busy, any route that takes a body answers 413 to one over
-REVIEWPOINT_MAX_BODY_BYTES. Derived from each route's dependencies and body, a
-new route documents them without anyone remembering to (the schema fuzzing
+REVIEWPOINT_MAX_BODY_BYTES, and any route 422 to a NUL in its path or query.
+Derived from each route's dependencies and body, a new route documents them
+without anyone remembering to (the schema fuzzing
 checks every status against the document, tests/contract/). Every 429 and 503
 documents its `Retry-After`, and every error but 422 the `{"detail": "..."}` body
 they all have.
@@ -36,6 +37,13 @@ _UNAVAILABLE = (
 )
 _STORE_UNAVAILABLE = " (also `Rate limit store unavailable`: the rate-limit store is down)"
 _TOO_LARGE = "The request body is over `REVIEWPOINT_MAX_BODY_BYTES` (default 1 MiB)"
+# inputs.NulGuardMiddleware answers it on every path, before routing.
+_NUL = {
+    "description": "A NUL character in the path or the query string: `detail` names where",
+    "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}
+    },
+}
 
 
 def install(app: FastAPI) -> None:
@@ -72,6 +80,7 @@ def _document_route_failures(route: RouteContext, responses: dict[str, Any]) -> 
         responses.setdefault("503", {"description": _UNAVAILABLE + store})
     if route.body_field is not None:
         responses.setdefault("413", {"description": _TOO_LARGE})
+    responses.setdefault("422", _NUL)
     for status, response in responses.items():
         if status in ("429", "503"):
             response.setdefault("headers", {}).update(_RETRY_AFTER)

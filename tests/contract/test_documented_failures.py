@@ -1,7 +1,7 @@
 """The answers no healthy fuzzing run meets are documented too: every operation,
 fuzzed while its database is out of reach, answers only statuses, headers and
-bodies its schema states, and every body over the size limit gets the 413 each
-operation with a body documents.
+bodies its schema states; every body over the size limit gets the 413 each
+operation with a body documents, and a NUL in any query the documented 422.
 
 The database is out of reach as an operator meets it: a SQLite file on a volume
 that is not mounted, a PostgreSQL port nothing listens on. Each case goes out
@@ -91,27 +91,41 @@ def test_every_operation_answers_as_documented_without_its_database(
         assert response.status_code >= 400, response.text
 
 
-def _operations_with_a_body() -> list[tuple[str, str]]:
+def _operations(*, with_a_body: bool = False) -> list[tuple[str, str]]:
     return [
         (path, method)
         for path, operations in DOCUMENT["paths"].items()
         for method, operation in operations.items()
-        if "requestBody" in operation
+        if "requestBody" in operation or not with_a_body
     ]
 
 
-@pytest.mark.parametrize(("path", "method"), _operations_with_a_body())
+def _url(path: str) -> str:
+    return path.replace("{user_id}", "1").replace("{key_id}", "1").replace("{name}", "x")
+
+
+@pytest.mark.parametrize(("path", "method"), _operations(with_a_body=True))
 def test_a_body_over_the_limit_is_the_documented_413(
     client: TestClient, settings: Settings, path: str, method: str
 ) -> None:
     operation: Any = DOWN[path][method.upper()]
     assert "413" in operation.definition.raw["responses"]
-    url = path.replace("{user_id}", "1").replace("{key_id}", "1").replace("{name}", "x")
     body = b"{" + b" " * settings.max_body_bytes + b"}"
     response = client.request(
-        method, url, content=body, headers={"Content-Type": "application/json"}
+        method, _url(path), content=body, headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 413
     assert response.json() == {"detail": f"Request body exceeds {settings.max_body_bytes} bytes"}
     case = operation.Case(media_type="application/json")
     case.validate_response(response, checks=CONFORMANCE)
+
+
+@pytest.mark.parametrize(("path", "method"), _operations())
+def test_a_nul_in_any_query_is_the_documented_422(
+    client: TestClient, path: str, method: str
+) -> None:
+    # A parameter the operation does not even take: the guard reads every one.
+    response = client.request(method, _url(path), params={"probe": "a\x00b"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "probe"]
+    DOWN[path][method.upper()].Case().validate_response(response, checks=CONFORMANCE)

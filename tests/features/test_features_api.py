@@ -309,9 +309,9 @@ def test_openapi_documents_the_flag_routes_and_their_errors(client: TestClient) 
         if path.startswith(FEATURES_API)
         for method, operation in operations.items()
     }
-    # 503: each reads the database; 413: PUT takes a body (reviewpoint/openapi.py).
+    # 503: each reads the database; 413: PUT takes a body; 422: a NUL (reviewpoint/openapi.py).
     assert documented == {
-        ("GET", FEATURES_API): {"200", "401", "403", "503"},
+        ("GET", FEATURES_API): {"200", "401", "403", "422", "503"},
         ("GET", CHANGES_API): {"200", "401", "403", "422", "503"},
         ("PUT", f"{FEATURES_API}/{{name}}"): {
             "200",
