@@ -139,3 +139,29 @@ def test_login_form_documents_what_it_refuses(
     response = client.post("/api/v1/auth/login", data=data)
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", field]
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/api/v1/users/export", "fields"),  # found by a random-seed fuzzing run
+        ("/api/v1/users/export", "email"),
+        ("/api/v1/users/export-full", "cursor"),
+        ("/api/v1/features/{name}", "name"),
+    ],
+)
+def test_free_form_string_parameters_say_nul_is_refused(
+    client: TestClient, document: dict[str, Any], admin: dict[str, str], path: str, name: str
+) -> None:
+    operations = document["paths"][path]
+    parameter = next(p for p in next(iter(operations.values()))["parameters"] if p["name"] == name)
+    string = next(
+        b for b in parameter["schema"].get("anyOf", [parameter["schema"]]) if b["type"] == "string"
+    )
+    assert not re.match(string["pattern"], "Lr\x00")
+    assert re.match(string["pattern"], "Lr")
+    url = path.replace("{name}", "Lr%00")
+    params = {} if "{" in path else {name: "Lr\x00"}
+    response = client.request("PUT" if "{" in path else "GET", url, params=params, headers=admin)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][0] in ("path", "query")

@@ -3,7 +3,8 @@
 Each route declares the answers of its own logic (404, 409, ...). Some come from
 what a route is built on instead: any route that reads the database answers 503
 while it is down or busy, any route that takes a body answers 413 to one over
-REVIEWPOINT_MAX_BODY_BYTES, and any route 422 to a NUL in its path or query.
+REVIEWPOINT_MAX_BODY_BYTES, and any route 422 to a NUL in its path or query
+(which free-form string parameters state as their pattern).
 Derived from each route's dependencies and body, a new route documents them
 without anyone remembering to (the schema fuzzing
 checks every status against the document, tests/contract/). Every 429 and 503
@@ -21,6 +22,7 @@ from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 
 from reviewpoint.admission.gate import get_admission
 from reviewpoint.db import get_database
+from reviewpoint.inputs import NO_NUL_PATTERN
 
 ERROR_SCHEMA = "ErrorDetail"
 _ERROR_BODY = {"application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"}}}
@@ -72,6 +74,9 @@ def document_failures(app: FastAPI, document: dict[str, Any]) -> None:
         for method in route.methods or ():
             operation = document["paths"][route.path_format][method.lower()]
             _document_route_failures(route, operation["responses"])
+            for parameter in operation.get("parameters", ()):
+                if parameter["in"] in ("path", "query"):
+                    _refuse_nul(parameter["schema"])
 
 
 def _document_route_failures(route: RouteContext, responses: dict[str, Any]) -> None:
@@ -86,6 +91,17 @@ def _document_route_failures(route: RouteContext, responses: dict[str, Any]) -> 
             response.setdefault("headers", {}).update(_RETRY_AFTER)
         if status[0] in "45" and status != "422":
             response.setdefault("content", _ERROR_BODY)
+
+
+def _refuse_nul(schema: dict[str, Any]) -> None:
+    """State the NUL guard's rule on a free-form string parameter, so a client (and
+    the fuzzing's positive data) knows a NUL in it is refused."""
+    if schema.keys() & {"pattern", "format", "enum"}:
+        return  # a rule of its own, which excludes NUL already
+    for branch in schema.get("anyOf", ()):
+        _refuse_nul(branch)
+    if schema.get("type") == "string":
+        schema["pattern"] = NO_NUL_PATTERN
 
 
 def _depends_on(dependant: Dependant, call: object) -> bool:
