@@ -33,7 +33,8 @@ test: lint
 # Schema fuzzing with a fresh random seed and more examples than CI's fixed run.
 FUZZ_EXAMPLES ?= 200
 fuzz: $(STAMP)
-	REVIEWPOINT_FUZZ_RANDOM=1 REVIEWPOINT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/contract
+	REVIEWPOINT_FUZZ_RANDOM=1 REVIEWPOINT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+		$(BIN)/pytest -n $(TEST_WORKERS) tests/contract
 
 bench: $(STAMP)
 	$(BIN)/python bench/export_bench.py $(BENCH_ARGS)
