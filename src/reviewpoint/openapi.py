@@ -4,12 +4,11 @@ Each route declares the answers of its own logic (404, 409, ...). Some come from
 what a route is built on instead: any route that reads the database answers 503
 while it is down or busy, any route that takes a body answers 413 to one over
 REVIEWPOINT_MAX_BODY_BYTES, and any route 422 to a NUL in its path or query
-(which free-form string parameters state as their pattern).
-Derived from each route's dependencies and body, a new route documents them
-without anyone remembering to (the schema fuzzing
-checks every status against the document, tests/contract/). Every 429 and 503
-documents its `Retry-After`, and every error but 422 the `{"detail": "..."}` body
-they all have.
+(which free-form string parameters state as their pattern). Derived from each
+route's dependencies and body, a new route documents them without anyone
+remembering to; the schema fuzzing checks every status against the document
+(tests/contract/). Every 429 and 503 documents its `Retry-After`, and every
+error but 422 the `{"detail": "..."}` body they all have.
 """
 
 from __future__ import annotations
@@ -62,6 +61,7 @@ def install(app: FastAPI) -> None:
 
 
 def document_failures(app: FastAPI, document: dict[str, Any]) -> None:
+    """Complete `document`, the one FastAPI built from `app`'s routes, in place."""
     document.setdefault("components", {}).setdefault("schemas", {})[ERROR_SCHEMA] = {
         "title": ERROR_SCHEMA,
         "type": "object",
