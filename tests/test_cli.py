@@ -784,6 +784,7 @@ def test_serve_without_a_secret_in_dev_signs_with_one_key_across_workers(
 
 @SQLITE_ONLY
 @pytest.mark.parametrize("keep_alive", [1, 5])
+@pytest.mark.timing
 def test_serve_closes_an_idle_connection_after_the_keep_alive_setting(
     db_url: str, tmp_path: Path, keep_alive: int
 ) -> None:

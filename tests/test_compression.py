@@ -229,6 +229,7 @@ def test_compressed_bytes_arrive_while_the_export_streams_and_decompress_as_they
     assert decompressor.eof
 
 
+@pytest.mark.timing
 def test_a_cut_compressed_download_releases_its_connections_and_never_looks_complete(
     live_server: LiveServer, slow_reader: httpx.Client, db_url: str, full_key: dict[str, str]
 ) -> None:
