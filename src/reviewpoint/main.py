@@ -115,6 +115,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit_router,
     ):
         app.include_router(router)
-    # /openapi.json: the 503s, 413s and error bodies every route of a kind can answer.
+    # /openapi.json: the 503s, 413s, 422s and error bodies any route of a kind can answer.
     document_failures(app)
     return app
